@@ -1,0 +1,294 @@
+"""The registry: this node's websockets per session ws id, the ids, and closing them."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Hashable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Set,
+)
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp_session
+from aiohttp import WSCloseCode, web
+
+from .backends.base import Backend
+from .backends.memory import MemoryBackend
+from .nodebus import NodeBus
+from .tasks import TaskOwner
+
+logger = logging.getLogger("aiohttp_session_ws")
+
+DEFAULT_SESSION_KEY = "aiohttp_session_ws_id"
+"""The session key under which the session ws id is stored."""
+
+IdFactory = Callable[[web.Request], Hashable | Awaitable[Hashable]]
+"""Makes a new session ws id for a request; may be sync or async."""
+
+
+def DEFAULT_ID_FACTORY(request: web.Request) -> str:  # noqa: N802 (1.1.1 name)
+    """Return a new random session ws id: 32 hex digits from a UUID4."""
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionRecord:
+    """What the registry knows of one open websocket."""
+
+    connection_id: str
+    """A random id for this connection, unique in the cluster."""
+    session_ws_id: Hashable
+    """The session ws id the connection belongs to."""
+    opened_at: float
+    """When it was registered, in seconds since the epoch (:func:`time.time`)."""
+
+
+def wire_id(session_ws_id: Hashable) -> str:
+    """The string form of a session ws id, used in everything cluster-facing."""
+    return session_ws_id if isinstance(session_ws_id, str) else str(session_ws_id)
+
+
+def redact(session_ws_id: Hashable) -> str:
+    """Shorten a session ws id for logs: ids are secrets and are never logged whole."""
+    return wire_id(session_ws_id)[:6] + "…"
+
+
+class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
+    """Tracks the open websockets of each session, and closes them on demand.
+
+    As a read-only mapping it holds *this node's* websockets: session ws id ->
+    frozen set of its open :class:`~aiohttp.web.WebSocketResponse` objects.
+    Cluster-wide questions (how many connections a session has anywhere) are
+    the async methods, answered by the ``backend``.
+
+    :param id_factory: makes a new session ws id from a request (sync or async).
+    :param session_key: the session key that holds the session ws id.
+    :param backend: where presence lives and how nodes talk; defaults to a new
+        :class:`~aiohttp_session_ws.backends.MemoryBackend` (one process).
+    :param allowed_origins: origins (``"https://example.com"``) that may open a
+        websocket besides the page's own host; ``"*"`` allows every origin.
+    :param close_timeout: how long :meth:`close_all_session` waits for other
+        nodes to report their closed websockets, in seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        id_factory: IdFactory = DEFAULT_ID_FACTORY,
+        session_key: str = DEFAULT_SESSION_KEY,
+        backend: Backend | None = None,
+        allowed_origins: Iterable[str] = (),
+        close_timeout: float = 5.0,
+    ) -> None:
+        if isinstance(allowed_origins, str):
+            raise TypeError("allowed_origins takes a collection of origins, not a str")
+        self.id_factory = id_factory
+        self.session_key = session_key
+        self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
+        self.close_timeout = close_timeout
+        self.node_id = uuid.uuid4().hex
+        self.backend = backend if backend is not None else MemoryBackend()
+        self._sockets: dict[Hashable, set[web.WebSocketResponse]] = {}
+        self._records: dict[web.WebSocketResponse, ConnectionRecord] = {}
+        self._local_keys: dict[str, Hashable] = {}
+        self._tasks = TaskOwner(logger)
+        self._bus = NodeBus(self.node_id, self.backend, self._tasks)
+        self._bus.handle("close_session", self._close_session_for_node)
+        self.backend.attach(self.node_id, self._bus.receive)
+
+    # Mapping: this node's sockets
+    def __getitem__(self, key: Hashable) -> frozenset[web.WebSocketResponse]:
+        return frozenset(self._sockets[key])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._sockets
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(self._sockets)
+
+    def __len__(self) -> int:
+        return len(self._sockets)
+
+    # lifecycle
+    async def start(self) -> None:
+        """Start the backend; :func:`~aiohttp_session_ws.setup` calls it on startup."""
+        await self.backend.start()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Finish pending closes (cancel them after ``timeout`` s); stop the backend."""
+        await self._tasks.aclose(timeout)
+        await self.backend.stop()
+
+    # session ws ids
+    async def generate_id(self, request: web.Request) -> Hashable:
+        """Make a new session ws id with ``id_factory``."""
+        result = self.id_factory(request)
+        return await result if inspect.isawaitable(result) else result
+
+    async def get_id(self, request: web.Request) -> Any:
+        """Return the request's session ws id, or ``None`` when it has none."""
+        session = await aiohttp_session.get_session(request)
+        return session.get(self.session_key)
+
+    async def new_id(self, request: web.Request) -> None:
+        """Give the request's session a new session ws id."""
+        session = await aiohttp_session.get_session(request)
+        session[self.session_key] = await self.generate_id(request)
+
+    async def delete_id(self, request: web.Request) -> None:
+        """Remove the session ws id from the request's session."""
+        session = await aiohttp_session.get_session(request)
+        session.pop(self.session_key, None)
+
+    async def ensure_id(self, request: web.Request) -> None:
+        """Give the request's session a session ws id if it has none."""
+        if await self.get_id(request) is None:
+            await self.new_id(request)
+
+    # registration
+    def register(self, session_ws_id: Hashable, wsr: web.WebSocketResponse) -> None:
+        """Track ``wsr`` as an open websocket of ``session_ws_id``."""
+        if wsr in self._records:
+            return
+        record = ConnectionRecord(uuid.uuid4().hex, session_ws_id, time.time())
+        self._records[wsr] = record
+        self._sockets.setdefault(session_ws_id, set()).add(wsr)
+        self._local_keys[wire_id(session_ws_id)] = session_ws_id
+        try:
+            self.backend.add_connection(wire_id(session_ws_id), record.connection_id)
+        except Exception:
+            logger.exception("Backend could not record a connection")
+
+    def unregister(self, session_ws_id: Hashable, wsr: web.WebSocketResponse) -> None:
+        """Stop tracking ``wsr``; unknown sockets and ids are ignored."""
+        sockets = self._sockets.get(session_ws_id)
+        if sockets is None or wsr not in sockets:
+            return
+        sockets.discard(wsr)
+        if not sockets:
+            del self._sockets[session_ws_id]
+            del self._local_keys[wire_id(session_ws_id)]
+        record = self._records.pop(wsr)
+        try:
+            self.backend.remove_connection(wire_id(session_ws_id), record.connection_id)
+        except Exception:
+            logger.exception("Backend could not remove a connection")
+
+    def connection(self, wsr: web.WebSocketResponse) -> ConnectionRecord | None:
+        """Return the record of a websocket on this node, or ``None`` if unknown."""
+        return self._records.get(wsr)
+
+    def connections(
+        self, session_ws_id: Hashable | None = None
+    ) -> list[ConnectionRecord]:
+        """Records of this node's connections, of one session or of all."""
+        if session_ws_id is None:
+            return list(self._records.values())
+        return [self._records[ws] for ws in self._sockets.get(session_ws_id, ())]
+
+    # presence, cluster-wide
+    async def session_nodes(self, session_ws_id: Hashable) -> Mapping[str, int]:
+        """Map each node holding connections of the session to their count."""
+        return await self.backend.session_nodes(wire_id(session_ws_id))
+
+    async def count_connections(self, session_ws_id: Hashable) -> int:
+        """How many connections the session has open, on every node."""
+        return sum((await self.session_nodes(session_ws_id)).values())
+
+    async def connected_sessions(self) -> frozenset[str]:
+        """The (string) ids of the sessions with an open connection on any node."""
+        return await self.backend.sessions()
+
+    # closing
+    async def close_all(
+        self,
+        *,
+        code: int = WSCloseCode.GOING_AWAY,
+        message: bytes = b"Server shutdown",
+    ) -> int:
+        """Close every websocket on this node; return how many closed."""
+        return await _close_sockets(list(self._records), code, message)
+
+    async def close_all_session(self, session_ws_id: Hashable) -> int:
+        """Close every websocket of the session on every node; return how many closed.
+
+        It takes an id, not a request, because by the time it runs the request's
+        session may already hold a new one.
+        """
+        closed = await _close_sockets(
+            self._sockets.get(session_ws_id, ()), WSCloseCode.OK, b""
+        )
+        try:
+            nodes = await self.session_nodes(session_ws_id)
+        except Exception:
+            logger.exception("Could not look up the nodes of a session; closed locally")
+            return closed
+        others = [node for node in nodes if node != self.node_id]
+        replies = await self._bus.call(
+            others,
+            "close_session",
+            {"session": wire_id(session_ws_id)},
+            timeout=self.close_timeout,
+        )
+        return closed + sum(n for n in replies.values() if isinstance(n, int))
+
+    async def _close_session_for_node(self, body: dict[str, Any]) -> int:
+        key = self._local_keys.get(body["session"])
+        if key is None:
+            return 0
+        return await _close_sockets(self._sockets.get(key, ()), WSCloseCode.OK, b"")
+
+    async def schedule_close_all_session(
+        self, request: web.Request, response: web.StreamResponse
+    ) -> None:
+        """Close the session's websockets once ``response`` has been sent.
+
+        It turns off keep-alive on ``response`` so the connection ends right after
+        it, and closes when the connection's task ends, however it ends. The close
+        runs in a task the registry owns, finished (or cancelled) on shutdown.
+        """
+        session_ws_id = await self.get_id(request)
+        response.force_close()
+        if session_ws_id is None:
+            return
+        self._tasks.spawn(
+            self._close_after(request.task, session_ws_id),
+            name=f"close-session-{redact(session_ws_id)}",
+        )
+
+    async def _close_after(
+        self, connection_task: asyncio.Task[None] | None, session_ws_id: Hashable
+    ) -> None:
+        if connection_task is not None:
+            # wait() neither raises the task's error nor its cancellation.
+            await asyncio.wait([connection_task])
+        closed = await self.close_all_session(session_ws_id)
+        logger.debug("Closed %d websocket(s) of %s", closed, redact(session_ws_id))
+
+
+async def _close_sockets(
+    sockets: Iterable[web.WebSocketResponse], code: int, message: bytes
+) -> int:
+    """Close the open, prepared sockets concurrently; one failure spares the rest."""
+    targets = [ws for ws in sockets if ws.prepared and not ws.closed]
+    results = await asyncio.gather(
+        *(ws.close(code=code, message=message) for ws in targets),
+        return_exceptions=True,
+    )
+    closed = 0
+    for result in results:
+        if isinstance(result, BaseException):
+            logger.error("Closing a websocket failed", exc_info=result)
+        elif result:
+            closed += 1
+    return closed

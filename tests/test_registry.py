@@ -1,0 +1,318 @@
+"""The registry: mapping, registration, closing, presence, ids; on real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import WSCloseCode, web
+from aiohttp.pytest_plugin import AiohttpClient
+from aiohttp.test_utils import TestClient, make_mocked_request
+from yarl import URL
+
+from aiohttp_session_ws import (
+    DEFAULT_ID_FACTORY,
+    ConnectionRecord,
+    MemoryBackend,
+    MemoryHub,
+    SessionWSRegistry,
+    get_registry,
+    get_session_ws_id,
+    session_ws,
+)
+
+from .apps import (
+    TIMEOUT,
+    Client,
+    build_app,
+    cookie_ws_id,
+    expect_close,
+    handler_exits,
+    open_ws,
+    registry_of,
+)
+
+
+class FailingClose(web.WebSocketResponse):
+    """A real websocket whose first close() raises, as a broken transport might."""
+
+    failed = False
+
+    async def close(self, **kwargs: Any) -> bool:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionResetError("transport gone")
+        return await super().close(**kwargs)
+
+
+async def failing_close_handler(request: web.Request) -> web.WebSocketResponse:
+    """Registers its socket by hand, as 1.1.1 code with its own upgrade does."""
+    registry = get_registry(request)
+    await registry.ensure_id(request)
+    session_id = await get_session_ws_id(request)
+    ws = FailingClose()
+    await ws.prepare(request)
+    registry.register(session_id, ws)
+    try:
+        async for _ in ws:
+            pass
+    finally:
+        registry.unregister(session_id, ws)
+    return ws
+
+
+def test_default_id_factory_makes_distinct_hex_ids() -> None:
+    request = make_mocked_request("GET", "/")
+    first, second = DEFAULT_ID_FACTORY(request), DEFAULT_ID_FACTORY(request)
+    assert first != second
+    assert len(first) == 32
+    int(first, 16)
+
+
+async def test_generate_id_takes_sync_and_async_factories() -> None:
+    request = make_mocked_request("GET", "/")
+
+    async def async_factory(request: web.Request) -> str:
+        return "async-id"
+
+    assert await SessionWSRegistry(id_factory=lambda r: "sync-id").generate_id(
+        request
+    ) == ("sync-id")
+    assert await SessionWSRegistry(id_factory=async_factory).generate_id(request) == (
+        "async-id"
+    )
+
+
+async def test_mapping_holds_frozen_snapshots(aiohttp_client: AiohttpClient) -> None:
+    client = await aiohttp_client(build_app())
+    tab = await open_ws(client)
+    registry = registry_of(client)
+    session_id = cookie_ws_id(client)
+    sockets = registry[session_id]
+    assert isinstance(sockets, frozenset)
+    assert len(sockets) == 1
+    assert session_id in registry
+    assert "nobody" not in registry
+    assert dict(registry) == {session_id: sockets}
+    with pytest.raises(KeyError):
+        registry["nobody"]
+    (ws,) = sockets
+    record = registry.connection(ws)
+    assert isinstance(record, ConnectionRecord)
+    assert record.session_ws_id == session_id
+    assert record.opened_at > 0
+    assert registry.connections() == [record]
+    assert registry.connections("nobody") == []
+    assert registry.connection(web.WebSocketResponse()) is None
+    await tab.close()
+
+
+def test_unregister_unknown_socket_is_a_no_op() -> None:
+    registry = SessionWSRegistry()
+    known = web.WebSocketResponse()
+    registry.register("known", known)
+    registry.register("known", known)  # twice is once
+    registry.unregister("unknown", web.WebSocketResponse())
+    registry.unregister("known", web.WebSocketResponse())  # 1.1.1: KeyError
+    assert registry["known"] == {known}
+    registry.unregister("known", known)
+    assert "known" not in registry
+
+
+async def test_unprepared_and_closed_sockets_are_skipped(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client = await aiohttp_client(build_app())
+    tab = await open_ws(client)
+    registry = registry_of(client)
+    session_id = cookie_ws_id(client)
+    registry.register(session_id, web.WebSocketResponse())  # never prepared
+    assert await registry.close_all_session(session_id) == 1
+    assert await expect_close(tab) == WSCloseCode.OK
+    # the real socket may still be registered (its handler is leaving): closed
+    assert all(ws.closed for ws in registry.get(session_id, ()) if ws.prepared)
+    assert await registry.close_all_session(session_id) == 0
+
+
+async def test_one_failing_close_spares_the_rest(
+    aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = build_app()
+    app.router.add_get("/fragile", failing_close_handler)
+    client = await aiohttp_client(app)
+    sturdy = [await open_ws(client), await open_ws(client)]
+    fragile = await client.ws_connect("/fragile")
+    registry = registry_of(client)
+    session_id = cookie_ws_id(client)
+    async with asyncio.timeout(TIMEOUT):
+        while len(registry[session_id]) < 3:  # the fragile handler registers
+            await fragile.ping()
+    with caplog.at_level(logging.ERROR, logger="aiohttp_session_ws"):
+        assert await registry.close_all_session(session_id) == 2  # 1.1.1 raised
+    assert "transport gone" in caplog.text
+    for ws in sturdy:
+        assert await expect_close(ws) == WSCloseCode.OK
+    await fragile.close()
+
+
+async def test_schedule_without_an_id_only_ends_keep_alive() -> None:
+    registry = SessionWSRegistry()
+
+    async def no_id(request: web.Request) -> None:
+        return None
+
+    registry.get_id = no_id  # type: ignore[method-assign]
+    response = web.Response()
+    await registry.schedule_close_all_session(make_mocked_request("GET", "/"), response)
+    assert response.keep_alive is False
+    await registry.stop(timeout=TIMEOUT)
+
+
+@pytest.fixture
+async def cluster(aiohttp_client: AiohttpClient) -> tuple[MemoryHub, Client, Client]:
+    """Two nodes (apps) of one in-process cluster, one browser session on both."""
+    hub = MemoryHub()
+    node_a = await aiohttp_client(
+        build_app(SessionWSRegistry(backend=MemoryBackend(hub)))
+    )
+    node_b = await aiohttp_client(
+        build_app(SessionWSRegistry(backend=MemoryBackend(hub), close_timeout=0.5))
+    )
+    async with node_a.get("/ws"):  # any request: the middleware makes the session
+        pass
+    cookies = node_a.session.cookie_jar.filter_cookies(URL(str(node_a.make_url("/"))))
+    node_b.session.cookie_jar.update_cookies(cookies, URL(str(node_b.make_url("/"))))
+    return hub, node_a, node_b
+
+
+async def test_close_all_session_reaches_other_nodes(
+    cluster: tuple[MemoryHub, Client, Client],
+) -> None:
+    _, node_a, node_b = cluster
+    session_id = cookie_ws_id(node_a)
+    local = await open_ws(node_a)
+    remote = [await open_ws(node_b) for _ in range(3)]
+    registry_a, registry_b = registry_of(node_a), registry_of(node_b)
+    assert cookie_ws_id(node_b) == session_id
+    assert await registry_a.count_connections(session_id) == 4
+    assert await registry_a.session_nodes(session_id) == {
+        registry_a.node_id: 1,
+        registry_b.node_id: 3,
+    }
+    assert await registry_b.connected_sessions() == {session_id}
+    assert await registry_a.close_all_session(session_id) == 4
+    for ws in [local, *remote]:
+        assert await expect_close(ws) == WSCloseCode.OK
+    await handler_exits(node_a, 1)
+    await handler_exits(node_b, 3)
+    assert await registry_a.connected_sessions() == frozenset()
+
+
+async def test_a_silent_node_costs_at_most_the_timeout(
+    cluster: tuple[MemoryHub, Client, Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    hub, _, node_b = cluster
+    session_id = cookie_ws_id(node_b)
+    tab = await open_ws(node_b)
+    hub.presence[session_id]["ghost-node"] = {"c1"}  # a node that died unannounced
+    with caplog.at_level(logging.WARNING, logger="aiohttp_session_ws"):
+        closed = await asyncio.wait_for(
+            registry_of(node_b).close_all_session(session_id), TIMEOUT
+        )
+    assert closed == 1
+    assert "ghost-node" in caplog.text
+    await expect_close(tab)
+
+
+async def test_stopping_a_node_withdraws_its_presence(
+    cluster: tuple[MemoryHub, Client, Client],
+) -> None:
+    hub, node_a, node_b = cluster
+    session_id = cookie_ws_id(node_a)
+    tab = await open_ws(node_b)
+    assert registry_of(node_b).node_id in hub.presence[session_id]
+    await registry_of(node_b).backend.stop()
+    assert session_id not in hub.presence
+    assert await registry_of(node_a).count_connections(session_id) == 0
+    await tab.close()
+
+
+async def test_presence_failure_does_not_reach_the_handler(
+    aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    class DownBackend(MemoryBackend):
+        def add_connection(self, session_id: str, connection_id: str) -> None:
+            raise ConnectionError("backend down")
+
+        def remove_connection(self, session_id: str, connection_id: str) -> None:
+            raise ConnectionError("backend down")
+
+        async def session_nodes(self, session_id: str) -> dict[str, int]:
+            raise ConnectionError("backend down")
+
+    client = await aiohttp_client(build_app(SessionWSRegistry(backend=DownBackend())))
+    with caplog.at_level(logging.ERROR, logger="aiohttp_session_ws"):
+        tab = await open_ws(client)  # the echo works: the handler never saw it
+        registry = registry_of(client)
+        assert await registry.close_all_session(cookie_ws_id(client)) == 1
+        await expect_close(tab)
+        await handler_exits(client, 1)
+    failures = [
+        r for r in caplog.records if r.exc_info and r.exc_info[0] is ConnectionError
+    ]
+    assert len(failures) == 3
+
+
+async def test_sockets_with_non_string_ids(aiohttp_client: AiohttpClient) -> None:
+    counter = iter(range(100, 200))
+    hub = MemoryHub()
+    registry = SessionWSRegistry(
+        id_factory=lambda request: next(counter), backend=MemoryBackend(hub)
+    )
+    other = SessionWSRegistry(backend=MemoryBackend(hub))
+    client = await aiohttp_client(build_app(registry))
+    await other.start()
+    try:
+        tab = await open_ws(client)
+        assert list(registry) == [100]
+        assert await other.connected_sessions() == {"100"}
+        assert await other.close_all_session("100") == 1
+        await expect_close(tab)
+    finally:
+        await other.stop()
+
+
+async def test_reconnect_after_close_registers_again(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(build_app())
+    first = await open_ws(client)
+    await first.close()
+    await handler_exits(client, 1)
+    second = await open_ws(client)
+    assert len(registry_of(client)[cookie_ws_id(client)]) == 1
+    await second.close()
+
+
+async def test_session_ws_exposes_its_state(aiohttp_client: AiohttpClient) -> None:
+    seen: dict[str, object] = {}
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ctx = session_ws(request)
+        async with ctx as ws:
+            seen["same"] = ctx.response is ws
+            seen["id"] = ctx.session_ws_id
+            seen["registry"] = ctx.registry is get_registry(request)
+            await ws.close()
+        return ws
+
+    app = build_app()
+    app.router.add_get("/state", handler)
+    client = await aiohttp_client(app)
+    ws = await client.ws_connect("/state")
+    msg = await ws.receive(timeout=TIMEOUT)
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert seen == {"same": True, "id": cookie_ws_id(client), "registry": True}

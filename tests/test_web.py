@@ -1,0 +1,415 @@
+"""The aiohttp face, through real HTTP and websockets: setup, middleware, session_ws."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+import aiohttp_session
+import pytest
+from aiohttp import WSCloseCode, web
+from aiohttp.pytest_plugin import AiohttpClient
+from aiohttp.test_utils import TestClient, TestServer
+
+from aiohttp_session_ws import (
+    DEFAULT_SESSION_KEY,
+    REGISTRY_APP_KEY,
+    REGISTRY_KEY,
+    SessionWSRegistry,
+    delete_session_ws_id,
+    ensure_session_ws_id,
+    get_registry,
+    get_session_ws_id,
+    new_session_ws_id,
+    schedule_close_all_session_ws,
+    session_ws,
+    setup,
+    setup_session_ws,
+)
+
+from .apps import (
+    TIMEOUT,
+    build_app,
+    cookie_session,
+    cookie_ws_id,
+    expect_close,
+    handler_exits,
+    open_ws,
+    registry_of,
+)
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/id")
+async def show_id(request: web.Request) -> web.Response:
+    return web.json_response({"id": await get_session_ws_id(request)})
+
+
+@routes.post("/new")
+async def renew_id(request: web.Request) -> web.Response:
+    await new_session_ws_id(request)
+    return web.json_response({"id": await get_session_ws_id(request)})
+
+
+@routes.post("/delete")
+async def drop_id(request: web.Request) -> web.Response:
+    await delete_session_ws_id(request)
+    return web.json_response({"id": await get_session_ws_id(request)})
+
+
+@routes.post("/ensure")
+async def make_sure(request: web.Request) -> web.Response:
+    await ensure_session_ws_id(request)
+    return web.json_response({"id": await get_session_ws_id(request)})
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.Response:
+    response = web.Response(text="bye")
+    await schedule_close_all_session_ws(request, response)
+    await new_session_ws_id(request)
+    return response
+
+
+@routes.post("/logout-redirect")
+async def logout_redirect(request: web.Request) -> web.Response:
+    redirect = web.HTTPFound("/id")
+    await schedule_close_all_session_ws(request, redirect)
+    (await aiohttp_session.get_session(request)).invalidate()
+    raise redirect
+
+
+CANCELLED_TASKS: list[asyncio.Task[None]] = []
+
+
+@routes.post("/logout-cancelled")
+async def logout_cancelled(request: web.Request) -> web.Response:
+    response = web.Response(text="bye")
+    await schedule_close_all_session_ws(request, response)
+    CANCELLED_TASKS.append(request.task)
+    request.task.cancel()  # the connection's task ends by cancellation
+    return response
+
+
+async def test_websocket_gets_an_id_and_its_cookie_rides_on_the_upgrade(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client = await aiohttp_client(build_app(middleware=False))
+    ws = await open_ws(client)
+    session_id = cookie_ws_id(client)  # set by the 101 response alone
+    assert list(registry_of(client)) == [session_id]
+    await ws.close()
+
+
+async def test_middleware_gives_every_session_an_id(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client = await aiohttp_client(build_app(routes=routes))
+    async with client.get("/id") as resp:
+        shown = (await resp.json())["id"]
+    assert isinstance(shown, str)
+    assert len(shown) == 32
+    assert cookie_ws_id(client) == shown
+
+
+async def test_sockets_of_one_session_share_an_id(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client = await aiohttp_client(build_app())
+    first, second = await open_ws(client), await open_ws(client)
+    other = await aiohttp_client(build_app())  # another app, another session
+    registry = registry_of(client)
+    session_id = cookie_ws_id(client)
+    assert len(registry[session_id]) == 2
+    assert await registry.count_connections(session_id) == 2
+    records = registry.connections(session_id)
+    assert {r.session_ws_id for r in records} == {session_id}
+    assert len({r.connection_id for r in records}) == 2
+    await first.close()
+    await second.close()
+    assert await handler_exits(client, 2) == [session_id, session_id]
+    assert session_id not in registry
+    assert registry.connections() == []
+    assert await registry.connected_sessions() == frozenset()
+    await other.close()
+
+
+async def test_id_helpers(aiohttp_client: AiohttpClient) -> None:
+    client = await aiohttp_client(build_app(middleware=False, routes=routes))
+
+    async def call(method: str, path: str) -> object:
+        async with client.request(method, path) as resp:
+            assert resp.status == 200
+            return (await resp.json())["id"]
+
+    assert await call("GET", "/id") is None
+    first = await call("POST", "/ensure")
+    assert isinstance(first, str)
+    assert await call("POST", "/ensure") == first
+    second = await call("POST", "/new")
+    assert second not in (None, first)
+    assert cookie_ws_id(client) == second
+    assert await call("POST", "/delete") is None
+    assert DEFAULT_SESSION_KEY not in cookie_session(client)
+
+
+async def test_custom_async_id_factory_and_session_key(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    async def factory(request: web.Request) -> str:
+        return f"user-{request.remote}"
+
+    registry = SessionWSRegistry(id_factory=factory, session_key="ws")
+    client = await aiohttp_client(build_app(registry, routes=routes))
+    ws = await open_ws(client)
+    assert cookie_session(client)["ws"] == "user-127.0.0.1"
+    assert list(registry) == ["user-127.0.0.1"]
+    await ws.close()
+
+
+async def test_ws_kwargs_reach_the_websocket_response(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        async with session_ws(request, protocols=("chat.v1",), max_msg_size=16) as ws:
+            async for _ in ws:
+                pass
+        return ws
+
+    app = build_app()
+    app.router.add_get("/chat", handler)
+    client = await aiohttp_client(app)
+    ws = await client.ws_connect("/chat", protocols=("chat.v1",))
+    assert ws.protocol == "chat.v1"
+    await ws.send_str("x" * 17)  # over max_msg_size: the server closes
+    assert await expect_close(ws) == WSCloseCode.MESSAGE_TOO_BIG
+
+
+async def test_plain_get_to_a_websocket_route_is_400_and_leaks_nothing(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client = await aiohttp_client(build_app())
+    async with client.get("/ws") as resp:
+        assert resp.status == 400
+    registry = registry_of(client)
+    assert len(registry) == 0
+    assert registry.connections() == []
+    # shutdown closes nothing and raises nothing (1.1.1 raised here)
+    assert await registry.close_all() == 0
+
+
+async def test_logout_closes_every_socket_of_the_session_only(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client = await aiohttp_client(build_app(routes=routes))
+    tabs = [await open_ws(client), await open_ws(client)]
+    old_id = cookie_ws_id(client)
+    async with client.post("/logout") as resp:
+        assert resp.status == 200
+        assert resp.headers["Connection"].lower() == "close"
+    for tab in tabs:
+        assert await expect_close(tab) == WSCloseCode.OK
+    assert await handler_exits(client, 2) == [old_id, old_id]
+    assert cookie_ws_id(client) != old_id
+
+
+async def test_logout_leaves_other_sessions_open(aiohttp_client: AiohttpClient) -> None:
+    app = build_app(routes=routes)
+    client = await aiohttp_client(app)
+    other = await aiohttp_client(client.server)  # own cookie jar: another session
+    mine, theirs = await open_ws(client), await open_ws(other)
+    async with client.post("/logout") as resp:
+        assert resp.status == 200
+    await expect_close(mine)
+    await theirs.send_str("still here")
+    assert (await theirs.receive(timeout=TIMEOUT)).data == "still here"
+    await theirs.close()
+
+
+async def test_logout_with_a_raised_redirect(aiohttp_client: AiohttpClient) -> None:
+    client = await aiohttp_client(build_app(routes=routes))
+    tab = await open_ws(client)
+    async with client.post("/logout-redirect", allow_redirects=False) as resp:
+        assert resp.status == 302
+        assert resp.headers["Location"] == "/id"
+    assert await expect_close(tab) == WSCloseCode.OK
+
+
+async def test_logout_still_closes_when_the_connection_task_is_cancelled(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    client = await aiohttp_client(build_app(routes=routes))
+    tab = await open_ws(client)
+    try:
+        async with client.post("/logout-cancelled") as resp:
+            await resp.read()
+    except aiohttp.ClientError:
+        pass  # the cancellation may cut the response short
+    assert await expect_close(tab) == WSCloseCode.OK
+    connection_task = CANCELLED_TASKS.pop()
+    assert connection_task.cancelled()  # 1.1.1's `await request.task` raised here
+
+
+async def test_shutdown_closes_with_going_away(aiohttp_client: AiohttpClient) -> None:
+    client = await aiohttp_client(build_app())
+    tab = await open_ws(client)
+    reader = asyncio.create_task(tab.receive(timeout=TIMEOUT))
+    await client.server.close()
+    msg = await asyncio.wait_for(reader, TIMEOUT)
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert msg.data == WSCloseCode.GOING_AWAY
+    assert msg.extra == "Server shutdown"
+
+
+async def test_registry_under_both_keys_without_warnings() -> None:
+    registry = SessionWSRegistry()
+    app = web.Application()
+    setup_session_ws(app, registry)
+    assert app[REGISTRY_APP_KEY] is registry
+    assert app["aiohttp_session_ws_registry"] is registry
+    assert REGISTRY_KEY == "aiohttp_session_ws_registry"
+    assert setup is setup_session_ws
+
+
+async def test_hand_set_string_key_still_works(aiohttp_client: AiohttpClient) -> None:
+    app = web.Application(
+        middlewares=[
+            aiohttp_session.session_middleware(aiohttp_session.SimpleCookieStorage())
+        ]
+    )
+    with pytest.warns(web.NotAppKeyWarning):
+        app[REGISTRY_KEY] = SessionWSRegistry()  # 1.1.1 code did this itself
+    app.router.add_routes(routes)
+    client = await aiohttp_client(app)
+    async with client.post("/ensure") as resp:
+        assert isinstance((await resp.json())["id"], str)
+
+
+async def test_setup_validates_its_arguments() -> None:
+    app = web.Application()
+    with pytest.raises(TypeError, match="SessionWSRegistry"):
+        setup(app, object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Application"):
+        setup(object(), SessionWSRegistry())  # type: ignore[arg-type]
+    setup(app, SessionWSRegistry())
+    with pytest.raises(RuntimeError, match="already called"):
+        setup(app, SessionWSRegistry())
+
+
+async def test_forgotten_setup_says_what_to_call(aiohttp_client: AiohttpClient) -> None:
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        with pytest.raises(
+            RuntimeError, match=r"setup\(app, SessionWSRegistry\(\)\)"
+        ) as err:
+            get_registry(request)
+        seen.append(str(err.value))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/", handler)
+    client = await aiohttp_client(app)
+    async with client.get("/") as resp:
+        assert resp.status == 200
+    assert seen
+
+
+async def test_sub_application_finds_the_parent_registry(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    registry = SessionWSRegistry()
+    parent = build_app(registry)
+    child = web.Application()
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        async with session_ws(request) as ws:
+            await ws.send_str(str(len(get_registry(request))))
+            async for _ in ws:
+                pass
+        return ws
+
+    child.router.add_get("/ws", handler)
+    parent.add_subapp("/child", child)
+    client = await aiohttp_client(parent)
+    ws = await client.ws_connect("/child/ws")
+    assert (await ws.receive(timeout=TIMEOUT)).data == "1"
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    ("allowed", "origin", "status"),
+    [
+        ((), "http://evil.example", 403),
+        ((), None, 101),
+        (("http://app.example",), "http://app.example/", 101),
+        (("http://app.example",), "http://other.example", 403),
+        (("*",), "http://anything.example", 101),
+    ],
+)
+async def test_origin_check(
+    aiohttp_client: AiohttpClient,
+    allowed: tuple[str, ...],
+    origin: str | None,
+    status: int,
+) -> None:
+    registry = SessionWSRegistry(allowed_origins=allowed)
+    client = await aiohttp_client(build_app(registry))
+    headers = {} if origin is None else {"Origin": origin}
+    if status == 403:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await client.ws_connect("/ws", headers=headers)
+        assert err.value.status == 403
+        assert len(registry) == 0
+    else:
+        ws = await client.ws_connect("/ws", headers=headers)
+        assert len(registry) == 1
+        await ws.close()
+
+
+async def test_same_origin_passes(aiohttp_client: AiohttpClient) -> None:
+    client = await aiohttp_client(build_app())
+    own = f"http://{client.host}:{client.port}"
+    ws = await client.ws_connect("/ws", headers={"Origin": own})
+    await ws.close()
+
+
+async def test_allowed_origins_rejects_a_bare_string() -> None:
+    with pytest.raises(TypeError, match="collection"):
+        SessionWSRegistry(allowed_origins="http://app.example")
+
+
+async def test_background_close_failure_is_logged(
+    aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken(SessionWSRegistry):
+        async def close_all_session(self, session_ws_id: object) -> int:
+            raise RuntimeError("broker on fire")
+
+    client = await aiohttp_client(build_app(Broken(), routes=routes))
+    tab = await open_ws(client)
+    with caplog.at_level(logging.ERROR, logger="aiohttp_session_ws"):
+        async with client.post("/logout") as resp:
+            assert resp.status == 200
+        registry = registry_of(client)
+        await registry.stop(timeout=TIMEOUT)  # the failed task has ended
+    assert "broker on fire" in caplog.text
+    await tab.close()
+
+
+async def test_pending_close_is_finished_on_cleanup() -> None:
+    registry = SessionWSRegistry()
+    app = build_app(registry, routes=routes)
+    server = TestServer(app)
+    client = TestClient(server)
+    await client.start_server()
+    tab = await open_ws(client)
+    async with client.post("/logout") as resp:
+        assert resp.status == 200
+    await client.close()  # cleanup awaits the scheduled close
+    assert tab.closed or (await tab.receive(timeout=TIMEOUT)).type in (
+        aiohttp.WSMsgType.CLOSE,
+        aiohttp.WSMsgType.CLOSED,
+    )

@@ -255,7 +255,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
 
         It turns off keep-alive on ``response`` so the connection ends right after
         it, and closes when the connection's task ends, however it ends. The close
-        runs in a task the registry owns, finished (or cancelled) on shutdown.
+        runs in a task the registry owns; :meth:`stop` (app cleanup) lets it finish.
         """
         session_ws_id = await self.get_id(request)
         response.force_close()

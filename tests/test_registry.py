@@ -56,6 +56,7 @@ async def failing_close_handler(request: web.Request) -> web.WebSocketResponse:
     ws = FailingClose()
     await ws.prepare(request)
     registry.register(session_id, ws)
+    await ws.send_str("registered")
     try:
         async for _ in ws:
             pass
@@ -147,9 +148,8 @@ async def test_one_failing_close_spares_the_rest(
     fragile = await client.ws_connect("/fragile")
     registry = registry_of(client)
     session_id = cookie_ws_id(client)
-    async with asyncio.timeout(TIMEOUT):
-        while len(registry[session_id]) < 3:  # the fragile handler registers
-            await fragile.ping()
+    assert (await fragile.receive(timeout=TIMEOUT)).data == "registered"
+    assert len(registry[session_id]) == 3
     with caplog.at_level(logging.ERROR, logger="aiohttp_session_ws"):
         assert await registry.close_all_session(session_id) == 2  # 1.1.1 raised
     assert "transport gone" in caplog.text

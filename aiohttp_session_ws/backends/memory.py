@@ -22,8 +22,9 @@ class MemoryHub:
 
     def __init__(self) -> None:
         self.inboxes: dict[str, asyncio.Queue[bytes]] = {}
+        """Running node id -> the queue of frames published to it."""
         self.presence: dict[str, dict[str, set[str]]] = {}
-        """session id -> node id -> connection ids"""
+        """Session id -> node id -> ids of that node's connections of the session."""
 
 
 class MemoryBackend(Backend):

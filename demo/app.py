@@ -1,0 +1,134 @@
+"""The demo application: a page, its websocket, and the /reset and /logout routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Hashable
+
+import aiohttp_session
+from aiohttp import web
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
+
+from aiohttp_session_ws import (
+    SessionWSRegistry,
+    get_registry,
+    new_session_ws_id,
+    schedule_close_all_session_ws,
+    session_ws,
+    session_ws_middleware,
+    setup_session_ws,
+)
+
+from .page import INDEX_HTML
+
+COOKIE_NAME = "AIOHTTP_SESSION_WS_DEMO"
+"""The name of the session cookie."""
+
+TICK_INTERVAL_KEY: web.AppKey[float] = web.AppKey("demo_tick_interval", float)
+"""Seconds between two ticks on a websocket."""
+
+
+def make_registry() -> SessionWSRegistry:
+    """Build the app's registry; the one place that chooses how it is made."""
+    return SessionWSRegistry()
+
+
+def make_app(secret_key: bytes, *, tick_interval: float = 1.0) -> web.Application:
+    """Build the demo app.
+
+    :param secret_key: the 32-byte key that encrypts the session cookie; apps
+        with the same key share sessions.
+    :param tick_interval: seconds between two ticks on a websocket.
+    :raises ValueError: the key is not 32 bytes, or the interval is not positive.
+    """
+    if not tick_interval > 0:
+        raise ValueError(f"tick_interval must be positive, not {tick_interval!r}")
+    storage = EncryptedCookieStorage(
+        secret_key, cookie_name=COOKIE_NAME, samesite="Lax"
+    )
+    app = web.Application(
+        middlewares=[aiohttp_session.session_middleware(storage), session_ws_middleware]
+    )
+    setup_session_ws(app, make_registry())
+    app[TICK_INTERVAL_KEY] = tick_interval
+    app.add_routes(
+        [
+            web.get("/", index),
+            web.get("/ws", websocket),
+            web.get("/reset", reset),
+            web.post("/reset", reset),
+            web.get("/logout", logout),
+            web.post("/logout", logout),
+        ]
+    )
+    return app
+
+
+async def index(request: web.Request) -> web.Response:
+    """Serve the page."""
+    return web.Response(text=INDEX_HTML, content_type="text/html")
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    """Open a websocket of the session; send its id, then a tick every interval.
+
+    The first frame is ``{"session": id, "connections": n}``, each later one
+    ``{"tick": k, "connections": n}``, where ``n`` counts the session's open
+    websockets. What the client sends is ignored.
+    """
+    context = session_ws(request)
+    async with context as ws:
+        feed = asyncio.create_task(
+            send_frames(
+                ws,
+                get_registry(request),
+                context.session_ws_id,
+                request.app[TICK_INTERVAL_KEY],
+            )
+        )
+        try:
+            async for _message in ws:
+                pass  # reading is what notices the close
+        finally:
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
+    return ws
+
+
+async def send_frames(
+    ws: web.WebSocketResponse,
+    registry: SessionWSRegistry,
+    session_ws_id: Hashable,
+    interval: float,
+) -> None:
+    """Send the first frame, then a tick every ``interval`` s until ``ws`` closes."""
+    try:
+        count = await registry.count_connections(session_ws_id)
+        await ws.send_json({"session": str(session_ws_id), "connections": count})
+        tick = 0
+        while True:
+            await asyncio.sleep(interval)
+            tick += 1
+            count = await registry.count_connections(session_ws_id)
+            await ws.send_json({"tick": tick, "connections": count})
+    except ConnectionResetError:
+        return  # the socket closed while a frame was on its way
+
+
+async def reset(request: web.Request) -> web.Response:
+    """Give the session a new ws id, and close the websockets of the old one."""
+    response = web.Response(text="New session ws id; the old one's sockets close.\n")
+    await schedule_close_all_session_ws(request, response)  # reads the old id
+    await new_session_ws_id(request)
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    """End the session, and close its websockets; the next request starts anew."""
+    response = web.Response(text="Logged out; the session's sockets close.\n")
+    await schedule_close_all_session_ws(request, response)  # reads the old id
+    session = await aiohttp_session.get_session(request)
+    session.invalidate()
+    return response

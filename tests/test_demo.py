@@ -1,0 +1,539 @@
+"""The demo app through real HTTP and websockets, its key, and its command line."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import runpy
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, cast
+from unittest import mock
+
+import aiohttp
+import pytest
+from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.test_utils import TestClient
+from cryptography.fernet import Fernet
+from pytest_aiohttp import AiohttpClient
+from yarl import URL
+
+import demo.__main__ as demo_main
+from aiohttp_session_ws import DEFAULT_SESSION_KEY, SessionWSRegistry
+from demo import make_app
+from demo.app import COOKIE_NAME, send_frames
+from demo.key import KEY_ENV_VAR, InvalidKeyError, load_key, random_key
+
+Client = TestClient[web.Request, web.Application]
+WebSocket = aiohttp.ClientWebSocketResponse
+TIMEOUT = 5.0
+"""Bounds every wait, so a hang fails fast."""
+TICK = 0.02
+REPO = Path(__file__).resolve().parent.parent
+
+
+# helpers
+
+
+@pytest.fixture
+def key() -> bytes:
+    return random_key()
+
+
+@pytest.fixture
+async def client(aiohttp_client: AiohttpClient, key: bytes) -> Client:
+    return await aiohttp_client(make_app(key, tick_interval=TICK))
+
+
+def env_key(key: bytes) -> str:
+    """The key as the environment variable holds it."""
+    return base64.urlsafe_b64encode(key).decode()
+
+
+def cookie_value(client: Client) -> str | None:
+    cookies = client.session.cookie_jar.filter_cookies(URL(str(client.make_url("/"))))
+    morsel = cookies.get(COOKIE_NAME)
+    return None if morsel is None else morsel.value
+
+
+def cookie_ws_id(client: Client, key: bytes) -> object:
+    """The session ws id in the client's (encrypted) session cookie."""
+    value = cookie_value(client)
+    assert value is not None, "the client has no session cookie"
+    data = json.loads(Fernet(env_key(key).encode()).decrypt(value.encode()))
+    return data["session"].get(DEFAULT_SESSION_KEY)
+
+
+async def receive_json(ws: WebSocket) -> dict[str, Any]:
+    msg = await ws.receive(timeout=TIMEOUT)
+    assert msg.type is WSMsgType.TEXT, msg
+    data = json.loads(msg.data)
+    assert isinstance(data, dict)
+    return data
+
+
+async def connect(client: Client) -> tuple[WebSocket, dict[str, Any]]:
+    """Open /ws in the client's session; return it and its first frame."""
+    ws = await asyncio.wait_for(client.ws_connect("/ws"), TIMEOUT)
+    return ws, await receive_json(ws)
+
+
+async def tick_with(ws: WebSocket, connections: int) -> dict[str, Any]:
+    """Read ticks until one counts ``connections``."""
+
+    async def read() -> dict[str, Any]:
+        while True:
+            data = await receive_json(ws)
+            assert "tick" in data, data
+            if data["connections"] == connections:
+                return data
+
+    return await asyncio.wait_for(read(), TIMEOUT)
+
+
+async def until_close(ws: WebSocket) -> aiohttp.WSMessage:
+    """Skip ticks until the server closes the socket; return the close message.
+
+    Check the code in the message (``msg.data``), not ``ws.close_code``: the
+    server drops the connection right after its close frame, and the aiohttp
+    client may then report 1006 for its own, failed, close reply.
+    """
+
+    async def read() -> aiohttp.WSMessage:
+        while True:
+            msg = await ws.receive()
+            if msg.type is not WSMsgType.TEXT:
+                return msg
+
+    return await asyncio.wait_for(read(), TIMEOUT)
+
+
+# the page
+
+
+async def test_page_is_served_and_starts_a_session(client: Client, key: bytes) -> None:
+    resp = await client.get("/")
+    assert resp.status == 200
+    assert resp.content_type == "text/html"
+    page = await resp.text()
+    for needle in ('"/ws"', 'href="/reset"', 'href="/logout"', "event.code"):
+        assert needle in page
+    assert isinstance(cookie_ws_id(client, key), str)
+
+
+# /ws
+
+
+async def test_first_frame_is_the_session_and_its_count(
+    client: Client, key: bytes
+) -> None:
+    await client.get("/")
+    ws, first = await connect(client)
+    assert first == {"session": cookie_ws_id(client, key), "connections": 1}
+    await ws.close()
+
+
+async def test_first_socket_starts_a_session_without_the_page(
+    client: Client, key: bytes
+) -> None:
+    ws, first = await connect(client)
+    assert first["session"] == cookie_ws_id(client, key)
+    assert first["connections"] == 1
+    await ws.close()
+
+
+async def test_ticks_count_up_and_carry_the_count(client: Client) -> None:
+    ws, _ = await connect(client)
+    ticks = [await receive_json(ws) for _ in range(3)]
+    assert ticks == [{"tick": k, "connections": 1} for k in (1, 2, 3)]
+    await ws.close()
+
+
+async def test_what_the_client_sends_is_ignored(client: Client) -> None:
+    ws, _ = await connect(client)
+    await ws.send_str("hello?")
+    await ws.send_bytes(b"\x00")
+    assert await receive_json(ws) == {"tick": 1, "connections": 1}
+    assert await receive_json(ws) == {"tick": 2, "connections": 1}
+    await ws.close()
+
+
+async def test_two_sockets_of_one_session_are_counted(client: Client) -> None:
+    ws1, first1 = await connect(client)
+    ws2, first2 = await connect(client)
+    assert first2 == {"session": first1["session"], "connections": 2}
+    await tick_with(ws1, connections=2)
+
+    await ws2.close()
+    await tick_with(ws1, connections=1)
+    await ws1.close()
+
+
+async def test_another_session_is_counted_apart(client: Client) -> None:
+    ws, first = await connect(client)
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other,
+        other.ws_connect(client.make_url("/ws")) as other_ws,
+    ):
+        other_first = await receive_json(other_ws)
+        assert other_first["session"] != first["session"]
+        assert other_first["connections"] == 1
+    await ws.close()
+
+
+async def test_same_origin_socket_passes_and_foreign_origin_is_refused(
+    client: Client,
+) -> None:
+    origin = str(client.make_url("/").origin())
+    ws = await asyncio.wait_for(
+        client.ws_connect("/ws", headers={"Origin": origin}), TIMEOUT
+    )
+    assert (await receive_json(ws))["connections"] == 1
+    await ws.close()
+
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await asyncio.wait_for(
+            client.ws_connect("/ws", headers={"Origin": "http://evil.example"}),
+            TIMEOUT,
+        )
+    assert refused.value.status == 403
+
+
+async def test_frames_stop_when_the_socket_is_gone() -> None:
+    ws = mock.AsyncMock(spec=web.WebSocketResponse)
+    ws.send_json.side_effect = [None, ConnectionResetError("gone")]
+    registry = SessionWSRegistry()
+    await asyncio.wait_for(
+        send_frames(cast(web.WebSocketResponse, ws), registry, "an-id", TICK), TIMEOUT
+    )
+    assert [c.args[0] for c in ws.send_json.await_args_list] == [
+        {"session": "an-id", "connections": 0},
+        {"tick": 1, "connections": 0},
+    ]
+
+
+# /logout and /reset
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_logout_closes_every_socket_and_starts_a_new_session(
+    client: Client, key: bytes, method: str
+) -> None:
+    await client.get("/")
+    old_id = cookie_ws_id(client, key)
+    ws1, _ = await connect(client)
+    ws2, _ = await connect(client)
+
+    resp = await client.request(method, "/logout")
+    assert resp.status == 200
+    assert "Logged out" in await resp.text()
+
+    for ws in (ws1, ws2):
+        msg = await until_close(ws)
+        assert msg.type is WSMsgType.CLOSE
+        assert msg.data == WSCloseCode.OK
+    assert cookie_value(client) is None  # the session cookie is gone
+
+    ws3, first = await connect(client)
+    assert first["session"] != old_id
+    assert first == {"session": cookie_ws_id(client, key), "connections": 1}
+    await ws3.close()
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_reset_closes_every_socket_and_gives_a_new_id(
+    client: Client, key: bytes, method: str
+) -> None:
+    ws1, first1 = await connect(client)
+    ws2, _ = await connect(client)
+
+    resp = await client.request(method, "/reset")
+    assert resp.status == 200
+    assert "New session ws id" in await resp.text()
+    new_id = cookie_ws_id(client, key)
+    assert new_id != first1["session"]
+
+    for ws in (ws1, ws2):
+        msg = await until_close(ws)
+        assert msg.type is WSMsgType.CLOSE
+        assert msg.data == WSCloseCode.OK
+
+    ws3, first3 = await connect(client)
+    assert first3 == {"session": new_id, "connections": 1}
+    await ws3.close()
+
+
+async def test_logout_spares_other_sessions(client: Client) -> None:
+    ws, _ = await connect(client)
+    async with (
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as other,
+        other.ws_connect(client.make_url("/ws")) as other_ws,
+    ):
+        await receive_json(other_ws)
+        resp = await client.post("/logout")
+        assert resp.status == 200
+        assert (await until_close(ws)).type is WSMsgType.CLOSE
+        # The other session's socket stays open and keeps ticking.
+        assert "tick" in await receive_json(other_ws)
+        assert not other_ws.closed
+
+
+# the key
+
+
+async def test_apps_with_one_key_share_sessions(
+    aiohttp_client: AiohttpClient, key: bytes
+) -> None:
+    first = await aiohttp_client(make_app(key, tick_interval=TICK))
+    second = await aiohttp_client(make_app(key, tick_interval=TICK))
+    stranger = await aiohttp_client(make_app(random_key(), tick_interval=TICK))
+    await first.get("/")
+    session_ws_id = cookie_ws_id(first, key)
+    cookie = cookie_value(first)
+    assert cookie is not None
+    for other in (second, stranger):
+        other.session.cookie_jar.update_cookies(
+            {COOKIE_NAME: cookie}, response_url=URL(str(other.make_url("/")))
+        )
+
+    ws, hello = await connect(second)
+    assert hello["session"] == session_ws_id
+    await ws.close()
+    ws, hello = await connect(stranger)  # cannot read the cookie: a new session
+    assert hello["session"] != session_ws_id
+    await ws.close()
+
+
+def test_a_generated_key_is_loaded() -> None:
+    value = Fernet.generate_key().decode()
+    assert load_key({KEY_ENV_VAR: value}) == base64.urlsafe_b64decode(value)
+    assert load_key({KEY_ENV_VAR: f"  {value}\n"}) == base64.urlsafe_b64decode(value)
+
+
+def test_an_unset_key_is_none_and_random_keys_differ() -> None:
+    assert load_key({}) is None
+    assert load_key({"OTHER": "x"}) is None
+    assert len(random_key()) == 32
+    assert random_key() != random_key()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "not a key",
+        base64.urlsafe_b64encode(b"too short").decode(),
+        base64.urlsafe_b64encode(bytes(33)).decode(),
+        "!" + Fernet.generate_key().decode()[1:],
+        "é" * 44,
+    ],
+)
+def test_a_bad_key_says_how_to_make_one(value: str) -> None:
+    with pytest.raises(InvalidKeyError) as error:
+        load_key({KEY_ENV_VAR: value})
+    message = str(error.value)
+    assert KEY_ENV_VAR in message
+    assert "Fernet.generate_key()" in message
+    assert "32 bytes" in message
+    if value:
+        assert value not in message  # the value may be a secret: never echoed
+
+
+def test_make_app_checks_its_arguments(key: bytes) -> None:
+    with pytest.raises(ValueError, match="32 url-safe"):
+        make_app(b"short")
+    with pytest.raises(ValueError, match="tick_interval"):
+        make_app(key, tick_interval=0)
+
+
+# the command line
+
+
+def test_parse_args_defaults() -> None:
+    args = demo_main.parse_args([])
+    assert (args.host, args.port) == ("127.0.0.1", 8080)
+
+
+def test_parse_args_host_and_port() -> None:
+    args = demo_main.parse_args(["--host", "::1", "--port", "0"])
+    assert (args.host, args.port) == ("::1", 0)
+
+
+@pytest.mark.parametrize(
+    ("port", "complaint"),
+    [("http", "not a port number"), ("-1", "out of range"), ("65536", "out of range")],
+)
+def test_parse_args_refuses_bad_ports(
+    port: str, complaint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        demo_main.parse_args(["--port", port])
+    assert exit_.value.code == 2
+    assert complaint in capsys.readouterr().err
+
+
+def test_help_names_the_key_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        demo_main.parse_args(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert KEY_ENV_VAR in out
+    assert "--port" in out
+
+
+class FakeServe:
+    """Stands in for web.run_app: records what it was asked to serve."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[web.Application, str, int]] = []
+
+    def __call__(self, app: web.Application, host: str, port: int) -> None:
+        self.calls.append((app, host, port))
+
+
+async def test_main_serves_an_app_with_the_key_from_the_environment(
+    aiohttp_client: AiohttpClient, key: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    serve = FakeServe()
+    status = demo_main.main(
+        ["--host", "127.0.0.1", "--port", "8181"],
+        environ={KEY_ENV_VAR: env_key(key)},
+        serve=serve,
+    )
+    assert status == 0
+    assert capsys.readouterr().err == ""
+    [(app, host, port)] = serve.calls
+    assert (host, port) == ("127.0.0.1", 8181)
+
+    client = await aiohttp_client(app)
+    await client.get("/")
+    assert isinstance(cookie_ws_id(client, key), str)  # sealed with that key
+
+
+def test_main_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV_VAR, "bad")
+    serve = FakeServe()
+    assert demo_main.main([], serve=serve) == 2
+    assert serve.calls == []
+
+
+def test_main_without_a_key_uses_a_random_one(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    serve = FakeServe()
+    assert demo_main.main([], environ={}, serve=serve) == 0
+    assert f"{KEY_ENV_VAR} is not set" in capsys.readouterr().err
+    [(_, host, port)] = serve.calls
+    assert (host, port) == ("127.0.0.1", 8080)
+
+
+def test_main_with_a_bad_key_explains_and_serves_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    serve = FakeServe()
+    assert demo_main.main([], environ={KEY_ENV_VAR: "oops"}, serve=serve) == 2
+    assert serve.calls == []
+    err = capsys.readouterr().err
+    assert err.startswith("python -m demo: error: ")
+    assert "Fernet.generate_key()" in err
+    assert "Traceback" not in err
+
+
+def test_serve_forever_runs_the_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    run_app = mock.Mock()
+    monkeypatch.setattr(web, "run_app", run_app)
+    app = web.Application()
+    demo_main.serve_forever(app, "127.0.0.1", 8282)
+    run_app.assert_called_once_with(app, host="127.0.0.1", port=8282)
+
+
+def test_module_runs_as_main(monkeypatch: pytest.MonkeyPatch) -> None:
+    run_app = mock.Mock()
+    monkeypatch.setattr(web, "run_app", run_app)
+    monkeypatch.setattr(sys, "argv", ["demo", "--port", "8383"])
+    monkeypatch.setenv(KEY_ENV_VAR, env_key(random_key()))
+    monkeypatch.delitem(sys.modules, "demo.__main__")  # as a fresh `python -m`
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("demo", run_name="__main__")
+    assert exit_.value.code == 0
+    assert run_app.call_args.kwargs == {"host": "127.0.0.1", "port": 8383}
+
+
+# the real process
+
+
+def demo_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != KEY_ENV_VAR}
+    env.update(extra, PYTHONUNBUFFERED="1")
+    return env
+
+
+def test_process_with_a_bad_key_exits_with_a_message_not_a_traceback() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "demo"],
+        cwd=REPO,
+        env=demo_env(**{KEY_ENV_VAR: "not-a-key"}),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert KEY_ENV_VAR in done.stderr
+    assert "Fernet.generate_key()" in done.stderr
+    assert done.stdout == ""
+
+
+@pytest.fixture
+async def demo_process(
+    key: bytes,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, URL]]:
+    """``python -m demo --port 0`` running; yields it and its URL."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "demo",
+        "--port",
+        "0",
+        cwd=REPO,
+        env=demo_env(**{KEY_ENV_VAR: env_key(key)}),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        found = re.search(rb"Running on (http://127\.0\.0\.1:\d+)", line)
+        assert found, line
+        yield proc, URL(found[1].decode())
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await asyncio.wait_for(proc.communicate(), 30)
+
+
+async def test_process_serves_and_closes_sockets_on_ctrl_c(
+    demo_process: tuple[asyncio.subprocess.Process, URL], key: bytes
+) -> None:
+    proc, url = demo_process
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        async with http.get(url) as resp:
+            assert resp.status == 200
+            assert "aiohttp-session-ws demo" in await resp.text()
+        async with http.ws_connect(url / "ws") as ws:
+            hello = await receive_json(ws)
+            assert hello["connections"] == 1
+            proc.send_signal(signal.SIGINT)
+            msg = await until_close(ws)
+            assert msg.type is WSMsgType.CLOSE
+            assert msg.data == WSCloseCode.GOING_AWAY
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err

@@ -111,6 +111,9 @@ class NodeBus:
                 pending.give_up(sender)
             return
         handler = self._handlers.get(kind)
+        if self._tasks.closed:
+            logger.debug("Dropped a %r call from node %s: shutting down", kind, sender)
+            return
         if handler is None:
             logger.error("Dropped a node frame of unknown kind %r", kind)
             return

@@ -25,6 +25,7 @@ from aiohttp import WSCloseCode, web
 from .backends.base import Backend
 from .backends.memory import MemoryBackend
 from .nodebus import NodeBus
+from .origins import normalize_origins
 from .tasks import TaskOwner
 
 logger = logging.getLogger("aiohttp_session_ws")
@@ -78,7 +79,9 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
     :param allowed_origins: origins (``"https://example.com"``) that may open a
         websocket besides the page's own host; ``"*"`` allows every origin.
     :param close_timeout: how long :meth:`close_all_session` waits for other
-        nodes to report their closed websockets, in seconds.
+        nodes to report their closed websockets, and how long a scheduled close
+        waits for the response's connection to end, in seconds.
+    :raises ValueError: an entry of ``allowed_origins`` is not an origin.
     """
 
     def __init__(
@@ -90,11 +93,9 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         allowed_origins: Iterable[str] = (),
         close_timeout: float = 5.0,
     ) -> None:
-        if isinstance(allowed_origins, str):
-            raise TypeError("allowed_origins takes a collection of origins, not a str")
         self.id_factory = id_factory
         self.session_key = session_key
-        self.allowed_origins = frozenset(o.rstrip("/").lower() for o in allowed_origins)
+        self.allowed_origins = normalize_origins(allowed_origins)
         self.close_timeout = close_timeout
         self.node_id = uuid.uuid4().hex
         self.backend = backend if backend is not None else MemoryBackend()
@@ -102,6 +103,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         self._records: dict[web.WebSocketResponse, ConnectionRecord] = {}
         self._local_keys: dict[str, Hashable] = {}
         self._tasks = TaskOwner(logger)
+        self._shutting_down = False
         self._bus = NodeBus(self.node_id, self.backend, self._tasks)
         self._bus.handle("close_session", self._close_session_for_node)
         self.backend.attach(self.node_id, self._bus.receive)
@@ -124,6 +126,20 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         """Start the backend; :func:`~aiohttp_session_ws.setup` calls it on startup."""
         await self.backend.start()
 
+    @property
+    def shutting_down(self) -> bool:
+        """True once :meth:`shutdown` has begun: new websockets are refused."""
+        return self._shutting_down
+
+    async def shutdown(self) -> int:
+        """Refuse new websockets, then close every open one with ``GOING_AWAY``.
+
+        :func:`~aiohttp_session_ws.setup` calls it on application shutdown.
+        Returns how many websockets :meth:`close_all` closed.
+        """
+        self._shutting_down = True
+        return await self.close_all()
+
     async def stop(self, timeout: float = 10.0) -> None:
         """Finish pending closes (cancel them after ``timeout`` s); stop the backend."""
         await self._tasks.aclose(timeout)
@@ -131,9 +147,20 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
 
     # session ws ids
     async def generate_id(self, request: web.Request) -> Hashable:
-        """Make a new session ws id with ``id_factory``."""
+        """Make a new session ws id with ``id_factory``.
+
+        :raises TypeError: the factory made something other than a str or an
+            int; the id is stored in the session as JSON, and other types do
+            not come back the same (a tuple comes back as an unhashable list).
+        """
         result = self.id_factory(request)
-        return await result if inspect.isawaitable(result) else result
+        session_ws_id = await result if inspect.isawaitable(result) else result
+        if not isinstance(session_ws_id, (str, int)) or isinstance(session_ws_id, bool):
+            raise TypeError(
+                "id_factory must return a str or an int (stored in the session "
+                f"as JSON), not {type(session_ws_id).__name__}"
+            )
+        return session_ws_id
 
     async def get_id(self, request: web.Request) -> Any:
         """Return the request's session ws id, or ``None`` when it has none."""
@@ -254,8 +281,9 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         """Close the session's websockets once ``response`` has been sent.
 
         It turns off keep-alive on ``response`` so the connection ends right after
-        it, and closes when the connection's task ends, however it ends. The close
-        runs in a task the registry owns; :meth:`stop` (app cleanup) lets it finish.
+        it, and closes when the connection's task ends, however it ends (or after
+        ``close_timeout`` s at the latest). The close runs in a task the registry
+        owns; :meth:`stop` (app cleanup) lets it finish.
         """
         session_ws_id = await self.get_id(request)
         response.force_close()
@@ -270,10 +298,11 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         self, connection_task: asyncio.Task[None] | None, session_ws_id: Hashable
     ) -> None:
         if connection_task is not None:
-            # wait() neither raises the task's error nor its cancellation.
-            await asyncio.wait([connection_task])
+            # wait() raises neither the task's error nor its cancellation; the
+            # bound covers a middleware that dropped force_close() on keep-alive.
+            await asyncio.wait([connection_task], timeout=self.close_timeout)
         closed = await self.close_all_session(session_ws_id)
-        logger.debug("Closed %d websocket(s) of %s", closed, redact(session_ws_id))
+        logger.debug("Closed %s websocket(s) of %s", closed, redact(session_ws_id))
 
 
 async def _close_sockets(

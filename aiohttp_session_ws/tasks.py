@@ -20,12 +20,20 @@ class TaskOwner:
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.closed = False
+        """True once :meth:`aclose` has begun: no new task is taken."""
 
     def __len__(self) -> int:
         return len(self._tasks)
 
     def spawn(self, coro: Coroutine[Any, Any, _T], *, name: str) -> asyncio.Task[_T]:
-        """Start ``coro`` as a task named ``name`` and keep it until it ends."""
+        """Start ``coro`` as a task named ``name`` and keep it until it ends.
+
+        :raises RuntimeError: the owner is closed (``coro`` is closed unrun).
+        """
+        if self.closed:
+            coro.close()
+            raise RuntimeError(f"Cannot start {name!r}: its owner has shut down")
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._forget)
@@ -42,15 +50,14 @@ class TaskOwner:
             )
 
     async def aclose(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for the tasks, then cancel what is left."""
-        pending = set(self._tasks)
-        if not pending:
-            return
-        _, still_running = await asyncio.wait(pending, timeout=timeout)
-        for task in still_running:
-            self._logger.warning(
-                "Cancelling background task %r at shutdown", task.get_name()
-            )
-            task.cancel()
-        if still_running:
-            await asyncio.wait(still_running)
+        """Take no new task; wait up to ``timeout`` s for the rest, then cancel them."""
+        self.closed = True
+        if self._tasks:
+            _, still_running = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in still_running:
+                self._logger.warning(
+                    "Cancelling background task %r at shutdown", task.get_name()
+                )
+                task.cancel()
+        while self._tasks:  # cancelled tasks, and any a task started meanwhile
+            await asyncio.wait(set(self._tasks))

@@ -6,12 +6,12 @@ import warnings
 from collections.abc import AsyncIterator, Hashable
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp_session
-from aiohttp import web
+from aiohttp import WSCloseCode, web
 from aiohttp.typedefs import Handler
 
+from .origins import check_origin
 from .registry import SessionWSRegistry
 
 REGISTRY_KEY = "aiohttp_session_ws_registry"
@@ -80,27 +80,6 @@ async def session_ws_middleware(
     return await handler(request)
 
 
-def check_origin(request: web.Request, registry: SessionWSRegistry) -> None:
-    """Refuse a cross-site websocket upgrade (403) unless its origin is allowed.
-
-    A request without an ``Origin`` header (not from a browser) passes; a browser
-    request passes when its origin's host is the request's host, or the origin
-    is in ``registry.allowed_origins``.
-    """
-    origin = request.headers.get("Origin")
-    if origin is None or "*" in registry.allowed_origins:
-        return
-    normalized = origin.rstrip("/").lower()
-    if normalized in registry.allowed_origins:
-        return
-    if urlsplit(normalized).netloc == request.host.lower():
-        return
-    raise web.HTTPForbidden(
-        text=f"Websocket origin {origin!r} is not allowed; list it in "
-        "SessionWSRegistry(allowed_origins=...) to accept it"
-    )
-
-
 class session_ws:  # noqa: N801 (1.1.1 name)
     """Upgrade a request to a websocket registered under the session's ws id.
 
@@ -108,7 +87,8 @@ class session_ws:  # noqa: N801 (1.1.1 name)
     :class:`~aiohttp.web.WebSocketResponse` (made with ``ws_kwargs``) that is
     registered for the life of the block. A session without an id gets one, and
     its cookie rides on the upgrade response. A request that is not a websocket
-    upgrade gets a 400 and nothing is registered.
+    upgrade gets a 400 and nothing is registered; while the app shuts down, a
+    new upgrade gets a 503.
     """
 
     def __init__(self, request: web.Request, **ws_kwargs: Any) -> None:
@@ -124,10 +104,15 @@ class session_ws:  # noqa: N801 (1.1.1 name)
 
     async def __aenter__(self) -> web.WebSocketResponse:
         registry = self.registry
-        check_origin(self.request, registry)
+        check_origin(self.request, registry.allowed_origins)
         self.response = response = web.WebSocketResponse(**self.options)
         await registry.ensure_id(self.request)
-        self.session_ws_id = await registry.get_id(self.request)
+        self.session_ws_id = session_ws_id = await registry.get_id(self.request)
+        if not isinstance(session_ws_id, Hashable):
+            raise TypeError(
+                f"The session holds an unhashable session ws id "
+                f"({type(session_ws_id).__name__}); ids must be str or int"
+            )
 
         # aiohttp-session saves only plain responses; save onto the upgrade.
         session = await aiohttp_session.get_session(self.request)
@@ -135,8 +120,14 @@ class session_ws:  # noqa: N801 (1.1.1 name)
             storage = self.request[aiohttp_session.STORAGE_KEY]
             await storage.save_session(self.request, response, session)
 
+        if registry.shutting_down:
+            raise web.HTTPServiceUnavailable(text="Server shutting down")
         await response.prepare(self.request)
-        registry.register(self.session_ws_id, response)
+        registry.register(session_ws_id, response)
+        if self.registry.shutting_down:  # it began while the upgrade was sent
+            await response.close(
+                code=WSCloseCode.GOING_AWAY, message=b"Server shutdown"
+            )
         return response
 
     async def __aexit__(
@@ -157,16 +148,17 @@ async def _registry_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_on_shutdown(app: web.Application) -> None:
-    await app[REGISTRY_APP_KEY].close_all()
+    await app[REGISTRY_APP_KEY].shutdown()
 
 
 def setup(app: web.Application, registry: SessionWSRegistry) -> None:
     """Put ``registry`` on ``app`` and tie it to the app's life.
 
-    On startup the registry's backend starts; on shutdown every websocket is
-    closed with ``GOING_AWAY``; on cleanup pending closes finish and the backend
-    stops. The registry is stored under :data:`REGISTRY_APP_KEY` and, for code
-    written for 1.1.1, under the string :data:`REGISTRY_KEY`.
+    On startup the registry's backend starts; on shutdown new websockets are
+    refused and every open one is closed with ``GOING_AWAY``; on cleanup pending
+    closes finish and the backend stops. The registry is stored under
+    :data:`REGISTRY_APP_KEY` and, for code written for 1.1.1, under the string
+    :data:`REGISTRY_KEY`.
     """
     if not isinstance(app, web.Application):
         raise TypeError(f"setup() takes an aiohttp.web.Application, not {app!r}")

@@ -152,3 +152,19 @@ async def test_late_and_duplicate_replies_are_ignored(
     await b.tasks.aclose(TIMEOUT)
     reply = {"kind": "reply", "from": "c", "call": 99, "body": 1}
     await a.bus.receive(json.dumps(reply).encode())
+    assert len(a.tasks) == 0  # nothing was started for either reply
+
+
+async def test_calls_arriving_after_shutdown_are_dropped(
+    nodes: tuple[Node, Node, Node],
+) -> None:
+    a, b, _ = nodes
+    answered: list[object] = []
+
+    async def record(body: dict[str, Any]) -> None:
+        answered.append(body)
+
+    b.bus.handle("late", record)
+    await b.tasks.aclose(TIMEOUT)
+    assert await a.bus.call(["b"], "late", {}, timeout=0.05) == {}
+    assert answered == []

@@ -79,12 +79,19 @@ async def test_generate_id_takes_sync_and_async_factories() -> None:
     async def async_factory(request: web.Request) -> str:
         return "async-id"
 
-    assert await SessionWSRegistry(id_factory=lambda r: "sync-id").generate_id(
-        request
-    ) == ("sync-id")
-    assert await SessionWSRegistry(id_factory=async_factory).generate_id(request) == (
-        "async-id"
-    )
+    sync_registry = SessionWSRegistry(id_factory=lambda r: "sync-id")
+    async_registry = SessionWSRegistry(id_factory=async_factory)
+    int_registry = SessionWSRegistry(id_factory=lambda r: 7)
+    assert await sync_registry.generate_id(request) == "sync-id"
+    assert await async_registry.generate_id(request) == "async-id"
+    assert await int_registry.generate_id(request) == 7
+
+
+@pytest.mark.parametrize("bad", [None, True, ("a", 1), 1.5, b"bytes"])
+async def test_generate_id_refuses_ids_json_cannot_keep(bad: object) -> None:
+    registry = SessionWSRegistry(id_factory=lambda request: bad)
+    with pytest.raises(TypeError, match="must return a str or an int"):
+        await registry.generate_id(make_mocked_request("GET", "/"))
 
 
 async def test_mapping_holds_frozen_snapshots(aiohttp_client: AiohttpClient) -> None:

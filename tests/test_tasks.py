@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 
 import pytest
@@ -63,3 +64,19 @@ async def test_stragglers_are_cancelled_after_the_timeout(
 
 async def test_closing_an_empty_owner_returns_at_once() -> None:
     await asyncio.wait_for(TaskOwner(logger).aclose(timeout=60), 1)
+
+
+async def test_a_closed_owner_refuses_new_tasks() -> None:
+    owner = TaskOwner(logger)
+    await owner.aclose(timeout=5)
+    assert owner.closed
+
+    async def child() -> None:
+        raise AssertionError("never runs")
+
+    coro = child()
+    with pytest.raises(RuntimeError, match=r"'child'.*shut down"):
+        owner.spawn(coro, name="child")
+    # closed unrun, so no "never awaited" warning
+    assert inspect.getcoroutinestate(coro) == inspect.CORO_CLOSED
+    assert len(owner) == 0

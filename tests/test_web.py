@@ -10,7 +10,6 @@ import aiohttp_session
 import pytest
 from aiohttp import WSCloseCode, web
 from aiohttp.pytest_plugin import AiohttpClient
-from aiohttp.test_utils import TestClient, TestServer
 
 from aiohttp_session_ws import (
     DEFAULT_SESSION_KEY,
@@ -119,7 +118,6 @@ async def test_sockets_of_one_session_share_an_id(
 ) -> None:
     client = await aiohttp_client(build_app())
     first, second = await open_ws(client), await open_ws(client)
-    other = await aiohttp_client(build_app())  # another app, another session
     registry = registry_of(client)
     session_id = cookie_ws_id(client)
     assert len(registry[session_id]) == 2
@@ -133,7 +131,6 @@ async def test_sockets_of_one_session_share_an_id(
     assert session_id not in registry
     assert registry.connections() == []
     assert await registry.connected_sessions() == frozenset()
-    await other.close()
 
 
 async def test_id_helpers(aiohttp_client: AiohttpClient) -> None:
@@ -339,48 +336,6 @@ async def test_sub_application_finds_the_parent_registry(
     await ws.close()
 
 
-@pytest.mark.parametrize(
-    ("allowed", "origin", "status"),
-    [
-        ((), "http://evil.example", 403),
-        ((), None, 101),
-        (("http://app.example",), "http://app.example/", 101),
-        (("http://app.example",), "http://other.example", 403),
-        (("*",), "http://anything.example", 101),
-    ],
-)
-async def test_origin_check(
-    aiohttp_client: AiohttpClient,
-    allowed: tuple[str, ...],
-    origin: str | None,
-    status: int,
-) -> None:
-    registry = SessionWSRegistry(allowed_origins=allowed)
-    client = await aiohttp_client(build_app(registry))
-    headers = {} if origin is None else {"Origin": origin}
-    if status == 403:
-        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
-            await client.ws_connect("/ws", headers=headers)
-        assert err.value.status == 403
-        assert len(registry) == 0
-    else:
-        ws = await client.ws_connect("/ws", headers=headers)
-        assert len(registry) == 1
-        await ws.close()
-
-
-async def test_same_origin_passes(aiohttp_client: AiohttpClient) -> None:
-    client = await aiohttp_client(build_app())
-    own = f"http://{client.host}:{client.port}"
-    ws = await client.ws_connect("/ws", headers={"Origin": own})
-    await ws.close()
-
-
-async def test_allowed_origins_rejects_a_bare_string() -> None:
-    with pytest.raises(TypeError, match="collection"):
-        SessionWSRegistry(allowed_origins="http://app.example")
-
-
 async def test_background_close_failure_is_logged(
     aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -399,17 +354,130 @@ async def test_background_close_failure_is_logged(
     await tab.close()
 
 
-async def test_pending_close_is_finished_on_cleanup() -> None:
-    registry = SessionWSRegistry()
-    app = build_app(registry, routes=routes)
-    server = TestServer(app)
-    client = TestClient(server)
-    await client.start_server()
+class GatedClose(SessionWSRegistry):
+    """Its close_all_session waits for a gate, and records how it ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.outcome: list[str] = []
+
+    async def close_all_session(self, session_ws_id: object) -> int:
+        self.started.set()
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.outcome.append("cancelled")
+            raise
+        self.outcome.append("done")
+        return await super().close_all_session(session_ws_id)
+
+
+@pytest.mark.parametrize("gate_open", [True, False])
+async def test_stop_finishes_or_cancels_pending_closes(
+    aiohttp_client: AiohttpClient, gate_open: bool
+) -> None:
+    registry = GatedClose()
+    client = await aiohttp_client(build_app(registry, routes=routes))
     tab = await open_ws(client)
     async with client.post("/logout") as resp:
         assert resp.status == 200
-    await client.close()  # cleanup awaits the scheduled close
-    assert tab.closed or (await tab.receive(timeout=TIMEOUT)).type in (
-        aiohttp.WSMsgType.CLOSE,
-        aiohttp.WSMsgType.CLOSED,
-    )
+    await asyncio.wait_for(registry.started.wait(), TIMEOUT)
+    if gate_open:
+        registry.gate.set()
+        await registry.stop(timeout=TIMEOUT)
+        assert registry.outcome == ["done"]  # awaited, not cancelled
+        assert await expect_close(tab) == WSCloseCode.OK
+    else:
+        await asyncio.wait_for(registry.stop(timeout=0.05), TIMEOUT)
+        assert registry.outcome == ["cancelled"]
+        await tab.close()
+
+
+async def test_scheduled_close_is_bounded_when_keep_alive_survives(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    async def swap_response(request: web.Request) -> web.Response:
+        await schedule_close_all_session_ws(request, web.Response())
+        return web.Response(text="another response, still keep-alive")
+
+    app = build_app(SessionWSRegistry(close_timeout=0.1))
+    app.router.add_post("/swap", swap_response)
+    client = await aiohttp_client(app)
+    tab = await open_ws(client)
+    async with client.post("/swap") as resp:
+        assert resp.headers.get("Connection", "").lower() != "close"
+    assert await expect_close(tab) == WSCloseCode.OK
+
+
+async def test_upgrade_during_shutdown_is_refused(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow_factory(request: web.Request) -> str:
+        entered.set()
+        await gate.wait()
+        return "late-id"
+
+    registry = SessionWSRegistry(id_factory=slow_factory)
+    client = await aiohttp_client(build_app(registry, middleware=False))
+    connecting = asyncio.create_task(client.ws_connect("/ws"))
+    await asyncio.wait_for(entered.wait(), TIMEOUT)
+    assert await registry.shutdown() == 0
+    gate.set()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await asyncio.wait_for(connecting, TIMEOUT)
+    assert refused.value.status == 503
+    assert len(registry) == 0
+
+
+async def test_socket_registered_as_shutdown_begins_is_closed(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    registry = SessionWSRegistry()
+    app = build_app(registry)
+
+    async def shutdown_mid_upgrade(
+        request: web.Request, response: web.StreamResponse
+    ) -> None:
+        if isinstance(response, web.WebSocketResponse):
+            await registry.shutdown()  # between the checks and the registration
+
+    app.on_response_prepare.append(shutdown_mid_upgrade)
+    client = await aiohttp_client(app)
+    ws = await client.ws_connect("/ws")
+    assert await expect_close(ws) == WSCloseCode.GOING_AWAY
+    await handler_exits(client, 1)
+    assert len(registry) == 0
+
+
+async def test_a_factory_id_that_json_cannot_keep_is_refused(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    registry = SessionWSRegistry(id_factory=lambda request: ("user", 42))
+    client = await aiohttp_client(build_app(registry, middleware=False))
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/ws")
+    assert refused.value.status == 500
+    assert len(registry) == 0
+
+
+async def test_an_unhashable_id_in_the_session_fails_before_the_upgrade(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    async def corrupt(request: web.Request) -> web.Response:
+        session = await aiohttp_session.get_session(request)
+        session[DEFAULT_SESSION_KEY] = ["user", 42]  # as a tuple comes back
+        return web.Response()
+
+    app = build_app(middleware=False)
+    app.router.add_post("/corrupt", corrupt)
+    client = await aiohttp_client(app)
+    async with client.post("/corrupt") as resp:
+        assert resp.status == 200
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/ws")
+    assert refused.value.status == 500  # no 101 followed by a dropped socket
+    assert len(registry_of(client)) == 0

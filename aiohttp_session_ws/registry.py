@@ -124,6 +124,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
     # lifecycle
     async def start(self) -> None:
         """Start the backend; :func:`~aiohttp_session_ws.setup` calls it on startup."""
+        self._shutting_down = False
         await self.backend.start()
 
     @property

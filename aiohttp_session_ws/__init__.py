@@ -1,6 +1,8 @@
 """Session-bound websockets for aiohttp: track and close every websocket of a login."""
 
-from .backends import Backend, MemoryBackend, MemoryHub
+from typing import TYPE_CHECKING, Any
+
+from .backends import Backend, BackendUnavailableError, MemoryBackend, MemoryHub
 from .registry import (
     DEFAULT_ID_FACTORY,
     DEFAULT_SESSION_KEY,
@@ -22,7 +24,26 @@ from .web import (
     setup_session_ws,
 )
 
+if TYPE_CHECKING:
+    from .backends.redis import RedisBackend
+    from .redis_registry import RedisSessionWSRegistry
+
 __version__ = "2.0.0.dev0"
+
+_LAZY = {
+    "RedisBackend": "aiohttp_session_ws.backends.redis",
+    "RedisSessionWSRegistry": "aiohttp_session_ws.redis_registry",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the Redis names on first use: redis-py is an optional dependency."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_ID_FACTORY",
@@ -30,9 +51,12 @@ __all__ = [
     "REGISTRY_APP_KEY",
     "REGISTRY_KEY",
     "Backend",
+    "BackendUnavailableError",
     "ConnectionRecord",
     "MemoryBackend",
     "MemoryHub",
+    "RedisBackend",
+    "RedisSessionWSRegistry",
     "SessionWSRegistry",
     "delete_session_ws_id",
     "ensure_session_ws_id",

@@ -73,9 +73,15 @@ class NodeBus:
         try:
             for node_id in nodes:
                 try:
-                    await self._backend.publish(node_id, frame)
+                    listening = await self._backend.publish(node_id, frame)
                 except Exception:
                     logger.exception("Could not send %r to node %s", kind, node_id)
+                    pending.give_up(node_id)
+                    continue
+                if not listening:
+                    logger.warning(
+                        "Node %s is not listening; skipped %r", node_id, kind
+                    )
                     pending.give_up(node_id)
             try:
                 await asyncio.wait_for(asyncio.shield(pending.done), timeout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
 import time
@@ -22,7 +23,7 @@ from typing import Any
 import aiohttp_session
 from aiohttp import WSCloseCode, web
 
-from .backends.base import Backend
+from .backends.base import Backend, NodeHooks
 from .backends.memory import MemoryBackend
 from .nodebus import NodeBus
 from .origins import normalize_origins
@@ -35,6 +36,12 @@ DEFAULT_SESSION_KEY = "aiohttp_session_ws_id"
 
 IdFactory = Callable[[web.Request], Hashable | Awaitable[Hashable]]
 """Makes a new session ws id for a request; may be sync or async."""
+
+ReconnectCallback = Callable[[], Awaitable[None]]
+"""Called after the backend came back from an outage: frames may have been lost."""
+
+PENDING_CLOSE_LIMIT = 10_000
+"""How many close-alls asked for during a backend outage wait for it to end."""
 
 
 def DEFAULT_ID_FACTORY(request: web.Request) -> str:  # noqa: N802 (1.1.1 name)
@@ -102,11 +109,23 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         self._sockets: dict[Hashable, set[web.WebSocketResponse]] = {}
         self._records: dict[web.WebSocketResponse, ConnectionRecord] = {}
         self._local_keys: dict[str, Hashable] = {}
+        self._opened: dict[web.WebSocketResponse, float] = {}
+        self._pending_closes: collections.deque[tuple[str, float]] = collections.deque()
         self._tasks = TaskOwner(logger)
         self._shutting_down = False
+        self.on_reconnect: list[ReconnectCallback] = []
+        """Async callbacks run after the backend recovers from an outage, when
+        messages between nodes may have been lost (re-read state you cache)."""
         self._bus = NodeBus(self.node_id, self.backend, self._tasks)
         self._bus.handle("close_session", self._close_session_for_node)
-        self.backend.attach(self.node_id, self._bus.receive)
+        self.backend.attach(
+            self.node_id,
+            NodeHooks(
+                on_frame=self._bus.receive,
+                on_session_closed=self._session_closed_elsewhere,
+                on_reconnect=self._backend_reconnected,
+            ),
+        )
 
     # Mapping: this node's sockets
     def __getitem__(self, key: Hashable) -> frozenset[web.WebSocketResponse]:
@@ -126,6 +145,11 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         """Start the backend; :func:`~aiohttp_session_ws.setup` calls it on startup."""
         self._shutting_down = False
         await self.backend.start()
+
+    @property
+    def healthy(self) -> bool:
+        """False while the backend is unreachable: other nodes may miss messages."""
+        return self.backend.healthy
 
     @property
     def shutting_down(self) -> bool:
@@ -190,6 +214,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
             return
         record = ConnectionRecord(uuid.uuid4().hex, session_ws_id, time.time())
         self._records[wsr] = record
+        self._opened[wsr] = self.backend.now()
         self._sockets.setdefault(session_ws_id, set()).add(wsr)
         self._local_keys[wire_id(session_ws_id)] = session_ws_id
         try:
@@ -207,6 +232,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
             del self._sockets[session_ws_id]
             del self._local_keys[wire_id(session_ws_id)]
         record = self._records.pop(wsr)
+        del self._opened[wsr]
         try:
             self.backend.remove_connection(wire_id(session_ws_id), record.connection_id)
         except Exception:
@@ -250,31 +276,108 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
     async def close_all_session(self, session_ws_id: Hashable) -> int:
         """Close every websocket of the session on every node; return how many closed.
 
+        It waits at most ``close_timeout`` for the other nodes that hold the
+        session. While the backend is down it closes this node's websockets
+        and remembers the rest of the work until the backend is back.
         It takes an id, not a request, because by the time it runs the request's
         session may already hold a new one.
         """
         closed = await _close_sockets(
             self._sockets.get(session_ws_id, ()), WSCloseCode.OK, b""
         )
+        session = wire_id(session_ws_id)
         try:
-            nodes = await self.session_nodes(session_ws_id)
+            marked = await self.backend.mark_session_closed(session)
         except Exception:
-            logger.exception("Could not look up the nodes of a session; closed locally")
+            logger.exception(
+                "Backend unavailable: closed %d local websocket(s) of %s; the other "
+                "nodes follow when it is back",
+                closed,
+                redact(session),
+            )
+            self._remember_close(session)
             return closed
+        return closed + await self._close_on_nodes(marked.nodes, {"session": session})
+
+    async def _close_on_nodes(self, nodes: Iterable[str], body: dict[str, Any]) -> int:
         others = [node for node in nodes if node != self.node_id]
         replies = await self._bus.call(
-            others,
-            "close_session",
-            {"session": wire_id(session_ws_id)},
-            timeout=self.close_timeout,
+            others, "close_session", body, timeout=self.close_timeout
         )
-        return closed + sum(n for n in replies.values() if isinstance(n, int))
+        return sum(n for n in replies.values() if isinstance(n, int))
+
+    def _local_sockets(
+        self, session: str, before: float | None = None
+    ) -> list[web.WebSocketResponse]:
+        key = self._local_keys.get(session)
+        if key is None:
+            return []
+        sockets = self._sockets.get(key, ())
+        if before is None:
+            return list(sockets)
+        return [ws for ws in sockets if self._opened[ws] <= before]
 
     async def _close_session_for_node(self, body: dict[str, Any]) -> int:
-        key = self._local_keys.get(body["session"])
-        if key is None:
-            return 0
-        return await _close_sockets(self._sockets.get(key, ()), WSCloseCode.OK, b"")
+        sockets = self._local_sockets(body["session"], body.get("before"))
+        return await _close_sockets(sockets, WSCloseCode.OK, b"")
+
+    def _session_closed_elsewhere(self, session: str, at: float) -> None:
+        sockets = self._local_sockets(session, at)
+        if not sockets or self._tasks.closed:
+            return
+        logger.info(
+            "Closing %d websocket(s) of %s, closed elsewhere while this node's "
+            "presence was not yet known",
+            len(sockets),
+            redact(session),
+        )
+        self._tasks.spawn(
+            _close_sockets(sockets, WSCloseCode.OK, b""),
+            name=f"close-late-{redact(session)}",
+        )
+
+    def _remember_close(self, session: str) -> None:
+        if len(self._pending_closes) >= PENDING_CLOSE_LIMIT:
+            dropped, _ = self._pending_closes.popleft()
+            logger.error(
+                "Too many close-alls wait for the backend; dropped the one of %s",
+                redact(dropped),
+            )
+        self._pending_closes.append((session, time.monotonic()))
+
+    def _backend_reconnected(self) -> None:
+        if self._tasks.closed:
+            return
+        self._tasks.spawn(self._recover(), name="backend-reconnected")
+
+    async def _recover(self) -> None:
+        """Finish the close-alls the outage held back, then tell the app."""
+        while self._pending_closes:
+            session, asked_at = self._pending_closes[0]
+            ago = time.monotonic() - asked_at
+            if ago > self.backend.missed_close_window:
+                logger.error(
+                    "Dropped the close-all of %s asked %.0f s ago: older than the "
+                    "backend's missed_close_window",
+                    redact(session),
+                    ago,
+                )
+                self._pending_closes.popleft()
+                continue
+            try:
+                marked = await self.backend.mark_session_closed(session, ago=ago)
+            except Exception:
+                logger.exception("Backend failed again; close-alls wait for it")
+                break
+            self._pending_closes.popleft()
+            await self._close_on_nodes(
+                marked.nodes, {"session": session, "before": marked.at}
+            )
+        for callback in list(self.on_reconnect):
+            try:
+                await callback()
+            except Exception:
+                logger.exception("An on_reconnect callback failed")
 
     async def schedule_close_all_session(
         self, request: web.Request, response: web.StreamResponse

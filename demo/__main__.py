@@ -1,4 +1,4 @@
-"""Run the demo: ``python -m demo [--host HOST] [--port PORT]``."""
+"""Run the demo: ``python -m demo [--host HOST] [--port PORT] [--redis URL]``."""
 
 from __future__ import annotations
 
@@ -42,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--port", type=port_number, default=8080, help="port to listen on (%(default)s)"
     )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help="join the cluster on this Redis (redis://127.0.0.1:6379); "
+        "nodes with the same key share sessions and close each other's sockets",
+    )
     return parser
 
 
@@ -75,7 +81,7 @@ def main(
             file=sys.stderr,
         )
         key = random_key()
-    serve(make_app(key), args.host, args.port)
+    serve(make_app(key, redis_url=args.redis), args.host, args.port)
     return 0
 
 

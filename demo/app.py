@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from aiohttp_session_ws import (
+    BackendUnavailableError,
     SessionWSRegistry,
     get_registry,
     new_session_ws_id,
@@ -29,17 +30,25 @@ TICK_INTERVAL_KEY: web.AppKey[float] = web.AppKey("demo_tick_interval", float)
 """Seconds between two ticks on a websocket."""
 
 
-def make_registry() -> SessionWSRegistry:
-    """Build the app's registry; the one place that chooses how it is made."""
-    return SessionWSRegistry()
+def make_registry(redis_url: str | None = None) -> SessionWSRegistry:
+    """Build the app's registry: in memory, or a node of a Redis cluster."""
+    if redis_url is None:
+        return SessionWSRegistry()
+    from aiohttp_session_ws import RedisSessionWSRegistry
+
+    return RedisSessionWSRegistry(redis_url)
 
 
-def make_app(secret_key: bytes, *, tick_interval: float = 1.0) -> web.Application:
+def make_app(
+    secret_key: bytes, *, tick_interval: float = 1.0, redis_url: str | None = None
+) -> web.Application:
     """Build the demo app.
 
     :param secret_key: the 32-byte key that encrypts the session cookie; apps
         with the same key share sessions.
     :param tick_interval: seconds between two ticks on a websocket.
+    :param redis_url: run as a node of the cluster on this Redis; apps with the
+        same key and Redis share sessions and their websockets.
     :raises ValueError: the key is not 32 bytes, or the interval is not positive.
     """
     if not tick_interval > 0:
@@ -50,7 +59,7 @@ def make_app(secret_key: bytes, *, tick_interval: float = 1.0) -> web.Applicatio
     app = web.Application(
         middlewares=[aiohttp_session.session_middleware(storage), session_ws_middleware]
     )
-    setup_session_ws(app, make_registry())
+    setup_session_ws(app, make_registry(redis_url))
     app[TICK_INTERVAL_KEY] = tick_interval
     app.add_routes(
         [
@@ -75,7 +84,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
     The first frame is ``{"session": id, "connections": n}``, each later one
     ``{"tick": k, "connections": n}``, where ``n`` counts the session's open
-    websockets. What the client sends is ignored.
+    websockets on every node (on this node alone while Redis is down). What
+    the client sends is ignored.
     """
     context = session_ws(request)
     async with context as ws:
@@ -105,16 +115,26 @@ async def send_frames(
 ) -> None:
     """Send the first frame, then a tick every ``interval`` s until ``ws`` closes."""
     try:
-        count = await registry.count_connections(session_ws_id)
+        count = await count_connections(registry, session_ws_id)
         await ws.send_json({"session": str(session_ws_id), "connections": count})
         tick = 0
         while True:
             await asyncio.sleep(interval)
             tick += 1
-            count = await registry.count_connections(session_ws_id)
+            count = await count_connections(registry, session_ws_id)
             await ws.send_json({"tick": tick, "connections": count})
     except ConnectionResetError:
         return  # the socket closed while a frame was on its way
+
+
+async def count_connections(
+    registry: SessionWSRegistry, session_ws_id: Hashable
+) -> int:
+    """The session's websockets on every node; this node's while Redis is down."""
+    try:
+        return await registry.count_connections(session_ws_id)
+    except BackendUnavailableError:
+        return len(registry.get(session_ws_id, ()))
 
 
 async def reset(request: web.Request) -> web.Response:

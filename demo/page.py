@@ -28,7 +28,8 @@ INDEX_HTML = """\
 <p id="state" class="connecting">Connecting&hellip;</p>
 <dl>
   <dt>Session ws id</dt><dd><code id="session">&ndash;</code></dd>
-  <dt>Open websockets of this session</dt><dd id="connections">&ndash;</dd>
+  <dt>Open websockets of this session, on every node</dt>
+  <dd id="connections">&ndash;</dd>
   <dt>Tick</dt><dd id="tick">&ndash;</dd>
 </dl>
 <p>

@@ -17,6 +17,7 @@ from aiohttp_session_ws import (
     DEFAULT_SESSION_KEY,
     REGISTRY_APP_KEY,
     SessionWSRegistry,
+    schedule_close_all_session_ws,
     session_ws,
     session_ws_middleware,
     setup,
@@ -108,3 +109,25 @@ async def handler_exits(client: Client, count: int) -> list[str]:
     """Wait (bounded) until ``count`` /ws handlers have left their block."""
     queue = app_of(client)[HANDLER_EXITS]
     return [await asyncio.wait_for(queue.get(), TIMEOUT) for _ in range(count)]
+
+
+def share_session(source: Client, *targets: Client) -> None:
+    """Give the targets the source's session cookie: one browser on several nodes."""
+    cookies = source.session.cookie_jar.filter_cookies(URL(str(source.make_url("/"))))
+    for target in targets:
+        target.session.cookie_jar.update_cookies(
+            cookies, URL(str(target.make_url("/")))
+        )
+
+
+def session_cookie_header(client: Client) -> dict[str, str]:
+    """The client's session cookie as a header, for a client of another kind."""
+    cookies = client.session.cookie_jar.filter_cookies(URL(str(client.make_url("/"))))
+    return {"Cookie": f"AIOHTTP_SESSION={cookies['AIOHTTP_SESSION'].coded_value}"}
+
+
+async def logout(request: web.Request) -> web.Response:
+    """Close the session's websockets once this response is sent."""
+    response = web.Response(text="bye")
+    await schedule_close_all_session_ws(request, response)
+    return response

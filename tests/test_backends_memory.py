@@ -8,8 +8,14 @@ import logging
 import pytest
 
 from aiohttp_session_ws import MemoryBackend, MemoryHub
+from aiohttp_session_ws.backends import FrameHandler, NodeHooks
 
 TIMEOUT = 5.0
+
+
+def frames_only(on_frame: FrameHandler) -> NodeHooks:
+    """Hooks that take frames and ignore the rest."""
+    return NodeHooks(on_frame, lambda session, at: None, lambda: None)
 
 
 def attached(
@@ -24,7 +30,7 @@ def attached(
             raise ValueError("handler bug")
         received.put_nowait(frame)
 
-    backend.attach(node_id, on_frame)
+    backend.attach(node_id, frames_only(on_frame))
     return backend, received
 
 
@@ -48,9 +54,7 @@ async def test_presence_is_shared_through_the_hub() -> None:
     assert await a.session_nodes("s2") == {}
 
 
-async def test_frames_reach_running_nodes_only(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
+async def test_frames_reach_running_nodes_only() -> None:
     hub = MemoryHub()
     a, _ = attached(hub, "a")
     b, inbox_b = attached(hub, "b")
@@ -60,9 +64,7 @@ async def test_frames_reach_running_nodes_only(
     await a.publish("b", b"hello")
     assert await asyncio.wait_for(inbox_b.get(), TIMEOUT) == b"hello"
     await b.stop()
-    with caplog.at_level(logging.DEBUG, logger="aiohttp_session_ws.memory"):
-        await a.publish("b", b"lost")
-    assert "not running" in caplog.text
+    assert await a.publish("b", b"lost") is False
     assert inbox_b.empty()
     await a.stop()
 
@@ -97,6 +99,16 @@ async def test_stop_withdraws_presence_and_is_idempotent() -> None:
 async def test_each_backend_has_its_own_hub_by_default() -> None:
     a, _ = attached(MemoryHub(), "a")
     lone = MemoryBackend()
-    lone.attach("lone", a.deliver)
+    lone.attach("lone", frames_only(a.deliver))
     a.add_connection("s1", "c1")
     assert await lone.sessions() == frozenset()
+
+
+async def test_mark_session_closed_answers_with_the_nodes() -> None:
+    hub = MemoryHub()
+    a, _ = attached(hub, "a")
+    b, _ = attached(hub, "b")
+    b.add_connection("s1", "c1")
+    closed = await a.mark_session_closed("s1", ago=2.0)
+    assert closed.nodes == {"b": 1}
+    assert closed.at <= a.now() - 2.0

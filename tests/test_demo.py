@@ -25,10 +25,19 @@ from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
 import demo.__main__ as demo_main
-from aiohttp_session_ws import DEFAULT_SESSION_KEY, get_registry, session_ws
+from aiohttp_session_ws import (
+    DEFAULT_SESSION_KEY,
+    REGISTRY_APP_KEY,
+    RedisSessionWSRegistry,
+    get_registry,
+    session_ws,
+)
 from demo import make_app
 from demo.app import COOKIE_NAME, send_frames
+from demo.app import count_connections as demo_count
 from demo.key import KEY_ENV_VAR, InvalidKeyError, load_key, random_key
+
+from .redis_server import RedisServer
 
 Client = TestClient[web.Request, web.Application]
 WebSocket = aiohttp.ClientWebSocketResponse
@@ -317,6 +326,56 @@ async def test_apps_with_one_key_share_sessions(
     ws, hello = await connect(stranger)  # cannot read the cookie: a new session
     assert hello["session"] != session_ws_id
     await ws.close()
+
+
+async def test_redis_nodes_share_sockets_and_logout(
+    aiohttp_client: AiohttpClient, key: bytes, redis_server: RedisServer
+) -> None:
+    first = await aiohttp_client(
+        make_app(key, tick_interval=TICK, redis_url=redis_server.url)
+    )
+    second = await aiohttp_client(
+        make_app(key, tick_interval=TICK, redis_url=redis_server.url)
+    )
+    assert isinstance(get_registry_of(first), RedisSessionWSRegistry)
+    await first.get("/")
+    cookie = cookie_value(first)
+    assert cookie is not None
+    second.session.cookie_jar.update_cookies(
+        {COOKIE_NAME: cookie}, response_url=URL(str(second.make_url("/")))
+    )
+    first_ws, _ = await connect(first)
+    second_ws, hello = await connect(second)
+    assert hello["connections"] == 2  # counted on both nodes
+    async with first.get("/logout") as response:
+        assert response.status == 200
+    assert (await until_close(second_ws)).type is WSMsgType.CLOSE
+    assert (await until_close(first_ws)).type is WSMsgType.CLOSE
+
+
+async def test_the_count_falls_back_to_this_node_while_redis_is_down(
+    aiohttp_client: AiohttpClient, key: bytes, own_redis_server: RedisServer
+) -> None:
+    client = await aiohttp_client(
+        make_app(key, tick_interval=TICK, redis_url=own_redis_server.url)
+    )
+    ws, _ = await connect(client)
+    own_redis_server.stop()
+    assert await demo_count(get_registry_of(client), cookie_ws_id(client, key)) == 1
+    await ws.close()
+
+
+def get_registry_of(client: Client) -> Any:
+    """The registry of the demo app behind ``client``."""
+    app = client.app
+    assert app is not None
+    return app[REGISTRY_APP_KEY]
+
+
+def test_parse_args_redis() -> None:
+    args = demo_main.parse_args(["--redis", "redis://127.0.0.1:6379"])
+    assert args.redis == "redis://127.0.0.1:6379"
+    assert demo_main.parse_args([]).redis is None
 
 
 def test_a_generated_key_is_loaded() -> None:

@@ -15,6 +15,7 @@ from yarl import URL
 
 from aiohttp_session_ws import (
     DEFAULT_ID_FACTORY,
+    BackendUnavailableError,
     ConnectionRecord,
     MemoryBackend,
     MemoryHub,
@@ -23,6 +24,8 @@ from aiohttp_session_ws import (
     get_session_ws_id,
     session_ws,
 )
+from aiohttp_session_ws import registry as registry_module
+from aiohttp_session_ws.backends import SessionClosed
 
 from .apps import (
     TIMEOUT,
@@ -323,3 +326,75 @@ async def test_session_ws_exposes_its_state(aiohttp_client: AiohttpClient) -> No
     msg = await ws.receive(timeout=TIMEOUT)
     assert msg.type == aiohttp.WSMsgType.CLOSE
     assert seen == {"same": True, "id": cookie_ws_id(client), "registry": True}
+
+
+class OutageBackend(MemoryBackend):
+    """A memory backend whose server can be 'down': close-alls then fail."""
+
+    down = True
+
+    async def mark_session_closed(
+        self, session_id: str, *, ago: float = 0.0
+    ) -> SessionClosed:
+        if self.down:
+            raise BackendUnavailableError("down")
+        return await super().mark_session_closed(session_id, ago=ago)
+
+    def come_back(self) -> None:
+        """Tell the registry the outage is over, as a real backend does."""
+        assert self._hooks is not None
+        self._hooks.on_reconnect()
+
+
+async def recovered(registry: SessionWSRegistry) -> None:
+    """Wait (bounded) until the registry has run its on_reconnect callbacks."""
+    done = asyncio.Event()
+
+    async def note() -> None:
+        done.set()
+
+    registry.on_reconnect.append(note)
+    assert isinstance(registry.backend, OutageBackend)
+    registry.backend.come_back()
+    await asyncio.wait_for(done.wait(), TIMEOUT)
+
+
+async def test_close_alls_held_back_by_an_outage_are_bounded(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(registry_module, "PENDING_CLOSE_LIMIT", 2)
+    registry = SessionWSRegistry(backend=OutageBackend())
+    await registry.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="aiohttp_session_ws"):
+            for session in ("s1", "s2", "s3"):
+                assert await registry.close_all_session(session) == 0
+            assert "dropped the one of s1" in caplog.text
+            await recovered(registry)  # still down: they keep waiting
+            assert "Backend failed again" in caplog.text
+            registry.backend.missed_close_window = 0.0
+            registry.backend.down = False  # type: ignore[attr-defined]
+            await recovered(registry)
+        assert caplog.text.count("older than the backend's missed_close_window") == 2
+    finally:
+        await registry.stop()
+
+
+async def test_a_held_back_close_all_reaches_the_other_node(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    hub = MemoryHub()
+    backend = OutageBackend(hub)
+    asking = SessionWSRegistry(backend=backend)
+    holder = await aiohttp_client(
+        build_app(SessionWSRegistry(backend=MemoryBackend(hub)))
+    )
+    await asking.start()
+    try:
+        tab = await open_ws(holder)
+        assert await asking.close_all_session(cookie_ws_id(holder)) == 0
+        backend.down = False
+        await recovered(asking)
+        assert await expect_close(tab) == WSCloseCode.OK
+    finally:
+        await asking.stop()

@@ -1,6 +1,24 @@
-"""Backends: where a registry keeps cluster state and how its nodes talk."""
+"""Backends: where a registry keeps cluster state and how its nodes talk.
 
-from .base import Backend, FrameHandler
+:class:`~aiohttp_session_ws.backends.redis.RedisBackend` lives in its own
+module, which needs the ``redis`` extra.
+"""
+
+from .base import (
+    Backend,
+    BackendUnavailableError,
+    FrameHandler,
+    NodeHooks,
+    SessionClosed,
+)
 from .memory import MemoryBackend, MemoryHub
 
-__all__ = ["Backend", "FrameHandler", "MemoryBackend", "MemoryHub"]
+__all__ = [
+    "Backend",
+    "BackendUnavailableError",
+    "FrameHandler",
+    "MemoryBackend",
+    "MemoryHub",
+    "NodeHooks",
+    "SessionClosed",
+]

@@ -3,24 +3,58 @@
 from __future__ import annotations
 
 import abc
+import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 FrameHandler = Callable[[bytes], Awaitable[None]]
 """Receives a frame that another node published to this node."""
+
+
+class BackendUnavailableError(ConnectionError):
+    """The backend could not reach the server that holds the cluster's state."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeHooks:
+    """What a backend calls on the registry it serves."""
+
+    on_frame: FrameHandler
+    """A frame another node published to this node."""
+    on_session_closed: Callable[[str, float], None]
+    """A close-all of the session that this node's presence missed (it was
+    written late, or the node was away): close the connections opened at or
+    before the given :meth:`Backend.now` time."""
+    on_reconnect: Callable[[], None]
+    """The backend is back after an outage; frames may have been missed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    """The answer to :meth:`Backend.mark_session_closed`."""
+
+    at: float
+    """When the close took effect, on the backend's clock (:meth:`Backend.now`)."""
+    nodes: Mapping[str, int]
+    """The live nodes that hold connections of the session, with their counts."""
 
 
 class Backend(abc.ABC):
     """Cluster state and node-to-node transport for one node's registry.
 
     A backend serves exactly one registry. The registry *attaches* to it when it
-    is created (giving its node id and the handler for incoming frames), then
-    starts and stops it with the application. Session ids are strings here.
+    is created (giving its node id and its :class:`NodeHooks`), then starts and
+    stops it with the application. Session ids are strings here. Methods that
+    talk to a server raise :class:`BackendUnavailableError` when it cannot be reached.
     """
 
     _node_id: str | None = None
-    _on_frame: FrameHandler | None = None
+    _hooks: NodeHooks | None = None
 
-    def attach(self, node_id: str, on_frame: FrameHandler) -> None:
+    missed_close_window: float = 300.0
+    """Seconds for which a close-all is remembered for the nodes that missed it."""
+
+    def attach(self, node_id: str, hooks: NodeHooks) -> None:
         """Bind this backend to the registry of node ``node_id``."""
         if self._node_id is not None:
             raise RuntimeError(
@@ -28,7 +62,7 @@ class Backend(abc.ABC):
                 "create one backend per registry"
             )
         self._node_id = node_id
-        self._on_frame = on_frame
+        self._hooks = hooks
 
     @property
     def node_id(self) -> str:
@@ -42,8 +76,17 @@ class Backend(abc.ABC):
 
     async def deliver(self, frame: bytes) -> None:
         """Hand a frame received for this node to the attached registry."""
-        if self._on_frame is not None:
-            await self._on_frame(frame)
+        if self._hooks is not None:
+            await self._hooks.on_frame(frame)
+
+    @property
+    def healthy(self) -> bool:
+        """False while the backend cannot reach its server (frames may be lost)."""
+        return True
+
+    def now(self) -> float:
+        """The backend's clock in seconds, comparable between the nodes."""
+        return time.time()
 
     # lifecycle
     @abc.abstractmethod
@@ -56,8 +99,8 @@ class Backend(abc.ABC):
 
     # node bus
     @abc.abstractmethod
-    async def publish(self, node_id: str, frame: bytes) -> None:
-        """Send ``frame`` to node ``node_id`` (fire and forget)."""
+    async def publish(self, node_id: str, frame: bytes) -> bool:
+        """Send ``frame`` to node ``node_id``; False if no such node is listening."""
 
     # presence
     @abc.abstractmethod
@@ -74,8 +117,23 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def session_nodes(self, session_id: str) -> Mapping[str, int]:
-        """Map each node that holds connections of ``session_id`` to their count."""
+        """Map each live node that holds connections of ``session_id`` to their count.
+
+        This node's own notes made before the call are included.
+        """
 
     @abc.abstractmethod
     async def sessions(self) -> frozenset[str]:
         """Every session id with an open connection on any node."""
+
+    @abc.abstractmethod
+    async def mark_session_closed(
+        self, session_id: str, *, ago: float = 0.0
+    ) -> SessionClosed:
+        """Record that the session's connections were closed ``ago`` seconds ago.
+
+        A node whose presence of the session reaches the backend later, or that
+        comes back from an outage within :attr:`missed_close_window`, is told
+        through :attr:`NodeHooks.on_session_closed`. Returns the close's time
+        and the nodes that hold the session now.
+        """

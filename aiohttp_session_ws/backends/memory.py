@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from .base import Backend
+from .base import Backend, SessionClosed
 
 logger = logging.getLogger("aiohttp_session_ws.memory")
 
@@ -63,13 +63,13 @@ class MemoryBackend(Backend):
             listener.cancel()
             await asyncio.wait([listener])
 
-    async def publish(self, node_id: str, frame: bytes) -> None:
-        """Queue ``frame`` for ``node_id``; a node that is not running drops it."""
+    async def publish(self, node_id: str, frame: bytes) -> bool:
+        """Queue ``frame`` for ``node_id``; False if that node is not running."""
         inbox = self.hub.inboxes.get(node_id)
         if inbox is None:
-            logger.debug("Dropped a frame for node %s, which is not running", node_id)
-            return
+            return False
         inbox.put_nowait(frame)
+        return True
 
     def add_connection(self, session_id: str, connection_id: str) -> None:
         """Record the connection in the hub at once."""
@@ -101,3 +101,9 @@ class MemoryBackend(Backend):
     async def sessions(self) -> frozenset[str]:
         """Read the connected sessions from the hub."""
         return frozenset(self.hub.presence)
+
+    async def mark_session_closed(
+        self, session_id: str, *, ago: float = 0.0
+    ) -> SessionClosed:
+        """Return the session's nodes; presence here is never late, so none is kept."""
+        return SessionClosed(self.now() - ago, await self.session_nodes(session_id))

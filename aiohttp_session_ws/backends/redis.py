@@ -1,0 +1,452 @@
+"""The cluster backend: presence, liveness and the node bus on Redis (redis-py asyncio).
+
+Each node keeps one pub/sub connection for its inbox channel, and three tasks:
+the listener (subscribes, delivers frames, reconnects with capped backoff), the
+presence writer (the only writer of this node's presence, in order), and the
+heartbeat (renews the node's lease and removes the presence of dead nodes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any
+
+try:
+    import redis.asyncio as aioredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        "The Redis backend needs redis-py: pip install 'aiohttp-session-ws[redis]'"
+    ) from exc
+
+from . import redis_scripts
+from .base import Backend, BackendUnavailableError, SessionClosed
+
+logger = logging.getLogger("aiohttp_session_ws.redis")
+
+DEFAULT_PREFIX = "aiohttp_session_ws"
+"""The default key prefix; nodes with the same prefix form one cluster."""
+
+
+class RedisBackend(Backend):
+    """Keeps the cluster's presence in Redis and carries frames over pub/sub.
+
+    :param redis: a Redis URL (``redis://127.0.0.1:6379/0``; the backend then
+        owns the client and closes it on stop) or a ``redis.asyncio.Redis``.
+    :param prefix: the prefix of every key and channel; nodes sharing a prefix
+        on one Redis form a cluster.
+    :param node_ttl: a node that stops heartbeating (killed, frozen, cut off)
+        has its presence removed by the other nodes within this many seconds.
+    :param missed_close_window: how long, in seconds, a close-all is remembered
+        for the nodes that missed it (presence written late, or away).
+    :param reconnect_delay: the first delay before reconnecting, in seconds;
+        it doubles after each failure up to ``reconnect_max_delay``.
+    :param reconnect_max_delay: the cap of the reconnect delay, in seconds.
+    :param command_timeout: the socket timeout of a client made from a URL, and
+        how long :meth:`start` and :meth:`stop` wait for Redis, in seconds.
+    :raises ValueError: an option is out of range.
+    """
+
+    def __init__(
+        self,
+        redis: str | aioredis.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        node_ttl: float = 10.0,
+        missed_close_window: float = 300.0,
+        reconnect_delay: float = 0.1,
+        reconnect_max_delay: float = 5.0,
+        command_timeout: float = 5.0,
+    ) -> None:
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError(f"prefix must be non-empty, without braces: {prefix!r}")
+        for name, value in [
+            ("node_ttl", node_ttl),
+            ("missed_close_window", missed_close_window),
+            ("reconnect_delay", reconnect_delay),
+            ("reconnect_max_delay", reconnect_max_delay),
+            ("command_timeout", command_timeout),
+        ]:
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, not {value!r}")
+        if isinstance(redis, str):
+            # One immediate retry replaces a pooled connection that a Redis
+            # restart left stale (our commands are safe to repeat); beyond
+            # that a failure reaches us, and the listener backs off.
+            self.client = aioredis.Redis.from_url(
+                redis,
+                socket_timeout=command_timeout,
+                socket_connect_timeout=command_timeout,
+                retry=Retry(NoBackoff(), 1),
+            )
+            # the subscriber's own client never retries: the listener must
+            # see every lost connection, and reconnects with backoff
+            self._subscriber = aioredis.Redis.from_url(
+                redis,
+                socket_connect_timeout=command_timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+            self._owns_client = True
+        else:
+            self.client = self._subscriber = redis
+            self._owns_client = False
+        self.prefix = prefix
+        self.node_ttl = node_ttl
+        self.missed_close_window = missed_close_window
+        self.reconnect_delay = reconnect_delay
+        self.reconnect_max_delay = reconnect_max_delay
+        self.command_timeout = command_timeout
+        self._tag = "{" + prefix + "}"
+        self._nodes_key = f"{self._tag}:nodes"
+        self._heartbeat = self.client.register_script(redis_scripts.HEARTBEAT)
+        self._write = self.client.register_script(redis_scripts.WRITE_PRESENCE)
+        self._leave = self.client.register_script(redis_scripts.LEAVE)
+        self._nodes_of = self.client.register_script(redis_scripts.SESSION_NODES)
+        self._mark_closed = self.client.register_script(redis_scripts.MARK_CLOSED)
+        # this node's connections, which the writer mirrors into Redis
+        self._local: dict[str, set[str]] = {}
+        self._dirty: set[str] = set()
+        self._noted = 0  # presence notes taken so far
+        self._written = 0  # notes known to be in Redis
+        self._flush_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        # health: every failure starts an epoch that a full resync must end
+        self._epoch = 1
+        self._synced_epoch = 0
+        self._subscribed = False
+        self._subscribed_once = False
+        self._missed = False
+        self._first_sync: asyncio.Future[None] | None = None
+        self._offset = time.time() - time.monotonic()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = asyncio.Event()
+
+    @property
+    def inbox(self) -> str:
+        """The pub/sub channel on which this node receives frames."""
+        return self._inbox_of(self.node_id)
+
+    def _inbox_of(self, node_id: str) -> str:
+        return f"{self._tag}:inbox:{node_id}"
+
+    @property
+    def healthy(self) -> bool:
+        """True while subscribed, with this node's presence fully written."""
+        return self._subscribed and self._synced_epoch == self._epoch
+
+    def now(self) -> float:
+        """Redis's clock, as last seen; it errs early by at most a round trip."""
+        return time.monotonic() + self._offset
+
+    def _learn_clock(self, redis_now_us: int) -> None:
+        self._offset = redis_now_us / 1e6 - time.monotonic()
+
+    # lifecycle
+    async def start(self) -> None:
+        """Start the listener, writer and heartbeat; wait for the first sync.
+
+        If Redis cannot be reached within ``command_timeout``, the node starts
+        anyway, local-only and unhealthy, and joins the cluster once it can.
+        """
+        if self._tasks:
+            return
+        self._subscribed_once = self._missed = False
+        self._epoch = self._synced_epoch + 1
+        self._stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._first_sync = loop.create_future()
+        for name, job in [
+            ("listener", self._listen),
+            ("presence-writer", self._write_presence),
+            ("heartbeat", self._beat),
+        ]:
+            task = loop.create_task(job(), name=f"redis-{name}-{self.node_id}")
+            task.add_done_callback(_log_death)
+            self._tasks.append(task)
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self._first_sync), self.command_timeout
+            )
+        except asyncio.TimeoutError:
+            logger.error(
+                "Redis is unreachable; node %s runs local-only until it is back",
+                self.node_id,
+            )
+
+    async def stop(self) -> None:
+        """Stop the tasks, withdraw this node's presence, close an owned client."""
+        tasks, self._tasks = self._tasks, []
+        # redis-py may finish a command despite a cancel, so every loop also
+        # checks the stopping event
+        self._stopping.set()
+        self._wake.set()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        self._subscribed = False
+        self._release_flush_waiters()
+        try:
+            await asyncio.wait_for(
+                self._run(self._leave, self.node_id), self.command_timeout
+            )
+        except (BackendUnavailableError, asyncio.TimeoutError) as exc:
+            logger.warning(
+                "Could not withdraw node %s from Redis (%s); the other nodes drop "
+                "it within node_ttl",
+                self.node_id,
+                exc,
+            )
+        if self._owns_client:
+            await self.client.aclose()
+            await self._subscriber.aclose()
+
+    # node bus
+    async def publish(self, node_id: str, frame: bytes) -> bool:
+        """Publish ``frame`` on the node's inbox; False if nobody subscribes to it."""
+        try:
+            receivers = await self.client.publish(self._inbox_of(node_id), frame)
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailableError(f"Redis: {exc}") from exc
+        return bool(receivers)
+
+    async def _listen(self) -> None:
+        delay = self.reconnect_delay
+        while not self._stopping.is_set():
+            pubsub = self._subscriber.pubsub()
+            try:
+                await pubsub.subscribe(self.inbox)
+                async for message in pubsub.listen():
+                    if message["type"] == "subscribe":
+                        self._on_subscribed()
+                        delay = self.reconnect_delay
+                    elif message["type"] == "message":
+                        await self._deliver(message["data"])
+                raise BackendUnavailableError("the subscription ended")
+            except (RedisError, OSError) as exc:
+                self._fail(exc, unsubscribed=True)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pause(delay * random.uniform(0.5, 1.0))
+            delay = min(delay * 2, self.reconnect_max_delay)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less if the backend stops meanwhile."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _on_subscribed(self) -> None:
+        if self._subscribed_once:  # a resubscription: frames may have been lost
+            logger.info("Node %s subscribed again to its inbox", self.node_id)
+            self._new_epoch()
+        self._subscribed_once = True
+        self._subscribed = True
+        self._wake.set()
+
+    async def _deliver(self, data: bytes | str) -> None:
+        try:
+            await self.deliver(data.encode() if isinstance(data, str) else data)
+        except Exception:
+            logger.exception("Frame handler failed on node %s", self.node_id)
+
+    # health
+    def _new_epoch(self) -> None:
+        self._epoch += 1
+        self._missed = True
+
+    def _fail(self, exc: BaseException, *, unsubscribed: bool = False) -> None:
+        was_healthy = self.healthy
+        if unsubscribed:
+            self._subscribed = False
+        if was_healthy:
+            logger.warning(
+                "Node %s lost Redis (%s); local work goes on, cross-node "
+                "messages may be missed until it is back",
+                self.node_id,
+                exc,
+            )
+        self._new_epoch()
+        self._release_flush_waiters()
+
+    # presence
+    def add_connection(self, session_id: str, connection_id: str) -> None:
+        """Note the connection; the writer task puts it in Redis."""
+        self._local.setdefault(session_id, set()).add(connection_id)
+        self._note(session_id)
+
+    def remove_connection(self, session_id: str, connection_id: str) -> None:
+        """Forget the connection; the writer task removes it from Redis."""
+        connections = self._local.get(session_id)
+        if connections is None or connection_id not in connections:
+            return
+        connections.discard(connection_id)
+        if not connections:
+            del self._local[session_id]
+        self._note(session_id)
+
+    def _note(self, session_id: str) -> None:
+        self._dirty.add(session_id)
+        self._noted += 1
+        self._wake.set()
+
+    async def _write_presence(self) -> None:
+        """Mirror ``_local`` into Redis: a full reset after a failure, else changes."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            if not self._subscribed:
+                continue  # the listener wakes us once it is back
+            epoch, noted = self._epoch, self._noted
+            reset = self._synced_epoch != epoch
+            sessions = list(self._local) if reset else list(self._dirty)
+            self._dirty.clear()
+            if not sessions and not reset:
+                self._written = noted
+                self._release_flush_waiters()
+                continue
+            args: list[Any] = [self.node_id, self._lease_us, int(reset)]
+            for session_id in sessions:
+                args += [session_id, len(self._local.get(session_id, ()))]
+            try:
+                now_us, absent, closed = await self._run(self._write, *args)
+            except BackendUnavailableError as exc:
+                self._dirty.update(sessions)
+                self._fail(exc)
+                continue
+            self._learn_clock(now_us)
+            self._written = noted
+            self._release_flush_waiters()
+            for session_id, at_us in _pairs(closed):
+                self._session_closed(_text(session_id), int(at_us))
+            if absent and not reset:
+                logger.warning(
+                    "Node %s had been presumed dead; rejoining", self.node_id
+                )
+                self._new_epoch()
+                self._wake.set()
+            elif reset and self._epoch == epoch:
+                self._synced(epoch)
+
+    def _synced(self, epoch: int) -> None:
+        self._synced_epoch = epoch
+        if self._first_sync is not None and not self._first_sync.done():
+            self._first_sync.set_result(None)
+        if self._missed:
+            self._missed = False
+            logger.info("Node %s is back in the cluster", self.node_id)
+            if self._hooks is not None:
+                self._hooks.on_reconnect()
+
+    def _session_closed(self, session_id: str, at_us: int) -> None:
+        if self._hooks is not None:
+            self._hooks.on_session_closed(session_id, at_us / 1e6)
+
+    @property
+    def _lease_us(self) -> int:
+        return int(self.node_ttl * 0.75 * 1e6)
+
+    async def _beat(self) -> None:
+        """Renew this node's lease every ``node_ttl / 4`` s; remove dead nodes."""
+        while not self._stopping.is_set():
+            try:
+                now_us, absent, reaped = await self._run(
+                    self._heartbeat, self.node_id, self._lease_us
+                )
+            except BackendUnavailableError as exc:
+                self._fail(exc)
+            else:
+                self._learn_clock(now_us)
+                for node_id, sessions in _pairs(reaped):
+                    logger.warning(
+                        "Node %s stopped heartbeating; removed its presence "
+                        "(%s session(s))",
+                        _text(node_id),
+                        sessions,
+                    )
+                if absent and self._synced_epoch:
+                    logger.warning("Node %s had been presumed dead", self.node_id)
+                    self._new_epoch()
+                if self._synced_epoch != self._epoch:
+                    self._wake.set()  # Redis answers again: resync now
+            await self._pause(self.node_ttl / 4)
+
+    async def _flush(self) -> None:
+        """Wait until this node's presence notes so far are in Redis (if healthy)."""
+        if self._written >= self._noted or not self.healthy:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._flush_waiters.append((self._noted, waiter))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(waiter, self.command_timeout)
+
+    def _release_flush_waiters(self) -> None:
+        waiting = []
+        for noted, waiter in self._flush_waiters:
+            if noted <= self._written or not self.healthy:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                waiting.append((noted, waiter))
+        self._flush_waiters = waiting
+
+    async def session_nodes(self, session_id: str) -> Mapping[str, int]:
+        """Read the live nodes holding the session (after this node's notes)."""
+        await self._flush()
+        now_us, live = await self._run(self._nodes_of, session_id)
+        self._learn_clock(now_us)
+        return {_text(node): int(count) for node, count in _pairs(live)}
+
+    async def sessions(self) -> frozenset[str]:
+        """Read the set of connected sessions (after this node's notes)."""
+        await self._flush()
+        try:
+            members = await self.client.smembers(f"{self._tag}:sessions")
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailableError(f"Redis: {exc}") from exc
+        return frozenset(_text(member) for member in members)
+
+    async def mark_session_closed(
+        self, session_id: str, *, ago: float = 0.0
+    ) -> SessionClosed:
+        """Remember the close for ``missed_close_window``; return the live nodes."""
+        now_us, at_us, live = await self._run(
+            self._mark_closed,
+            session_id,
+            int(ago * 1e6),
+            int(self.missed_close_window * 1000),
+        )
+        self._learn_clock(now_us)
+        nodes = {_text(node): int(count) for node, count in _pairs(live)}
+        return SessionClosed(int(at_us) / 1e6, nodes)
+
+    async def _run(self, script: Any, *args: Any) -> Any:
+        try:
+            call: Awaitable[Any] = script(
+                keys=[self._nodes_key], args=[self._tag, *args]
+            )
+            return await call
+        except (RedisError, OSError) as exc:
+            raise BackendUnavailableError(f"Redis: {exc}") from exc
+
+
+def _pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:
+    return list(zip(flat[::2], flat[1::2], strict=True))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _log_death(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("Task %r died", task.get_name(), exc_info=task.exception())

@@ -1,0 +1,40 @@
+"""One cluster node in its own OS process, for the tests.
+
+``python -m tests.cluster_node URL PREFIX NODE_TTL`` serves the tests' app (an
+echo websocket at /ws, /logout) on a free 127.0.0.1 port with a Redis registry,
+prints ``READY <port> <node id>`` once it has joined the cluster, and runs
+until it is killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from aiohttp import web
+
+from aiohttp_session_ws import RedisSessionWSRegistry
+
+from .apps import build_app, logout
+
+
+async def serve(url: str, prefix: str, node_ttl: float) -> None:
+    """Run the node until cancelled or killed."""
+    registry = RedisSessionWSRegistry(
+        url, prefix=prefix, node_ttl=node_ttl, reconnect_max_delay=0.5
+    )
+    app = build_app(registry, routes=[web.get("/logout", logout)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    print("READY", port, registry.node_id, flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(sys.argv[1], sys.argv[2], float(sys.argv[3])))

@@ -1,0 +1,383 @@
+"""The Redis backend: several nodes in one process, each with its own connections."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp import WSCloseCode, web
+from aiohttp.pytest_plugin import AiohttpClient
+
+from aiohttp_session_ws import (
+    BackendUnavailableError,
+    RedisBackend,
+    RedisSessionWSRegistry,
+    SessionWSRegistry,
+)
+
+from .apps import (
+    TIMEOUT,
+    Client,
+    build_app,
+    cookie_ws_id,
+    expect_close,
+    handler_exits,
+    logout,
+    open_ws,
+    registry_of,
+    share_session,
+)
+from .logwait import watch_log
+from .redis_server import RedisServer
+
+MakeNode = Callable[..., Awaitable[Client]]
+REDIS_LOG = "aiohttp_session_ws.redis"
+
+
+@pytest.fixture
+def make_node(aiohttp_client: AiohttpClient, prefix: str) -> MakeNode:
+    """Start a node (an app with its own Redis registry) of this test's cluster."""
+
+    async def make(redis: str | aioredis.Redis, **options: Any) -> Client:
+        registry = RedisSessionWSRegistry(redis, prefix=prefix, **options)
+        app = build_app(registry, routes=[web.get("/logout", logout)])
+        return await aiohttp_client(app)
+
+    return make
+
+
+def healthy(registry: SessionWSRegistry) -> bool:
+    """The registry's health, read afresh (it changes while the test awaits)."""
+    return registry.healthy
+
+
+def reconnected(registry: SessionWSRegistry) -> asyncio.Event:
+    """An event set each time the registry's backend recovers from an outage."""
+    event = asyncio.Event()
+
+    async def note() -> None:
+        event.set()
+
+    registry.on_reconnect.append(note)
+    return event
+
+
+async def test_presence_is_seen_from_every_node(
+    redis_server: RedisServer, make_node: MakeNode
+) -> None:
+    node_a = await make_node(redis_server.url)
+    node_b = await make_node(redis_server.url)
+    await open_ws(node_a)
+    share_session(node_a, node_b)
+    tabs_b = [await open_ws(node_b) for _ in range(2)]
+    session_id = cookie_ws_id(node_a)
+    registry_a, registry_b = registry_of(node_a), registry_of(node_b)
+    # a node reads its own notes: B's two tabs are written before B answers
+    assert await registry_b.session_nodes(session_id) == {
+        registry_a.node_id: 1,
+        registry_b.node_id: 2,
+    }
+    assert await registry_a.count_connections(session_id) == 3
+    assert await registry_a.connected_sessions() == {session_id}
+    await tabs_b[0].close()
+    await handler_exits(node_b, 1)
+    assert await registry_b.count_connections(session_id) == 2
+    assert healthy(registry_a)
+    assert healthy(registry_b)
+
+
+async def test_logout_on_one_node_closes_the_session_everywhere(
+    redis_server: RedisServer, make_node: MakeNode
+) -> None:
+    node_a = await make_node(redis_server.url)
+    node_b = await make_node(redis_server.url)
+    tab_a = await open_ws(node_a)
+    share_session(node_a, node_b)
+    tabs_b = [await open_ws(node_b) for _ in range(2)]
+    session_id = cookie_ws_id(node_a)
+    registry_a, registry_b = registry_of(node_a), registry_of(node_b)
+    await registry_b.count_connections(session_id)  # B's presence is written
+    with watch_log("aiohttp_session_ws", "Closed 3 websocket(s)") as closed:
+        async with node_a.get("/logout") as response:
+            assert response.status == 200
+        for tab in [tab_a, *tabs_b]:
+            assert await expect_close(tab) == WSCloseCode.OK
+        await closed.wait()
+    await handler_exits(node_a, 1)
+    await handler_exits(node_b, 2)
+    assert await registry_b.count_connections(session_id) == 0
+    assert await registry_a.connected_sessions() == frozenset()
+
+
+async def test_nodes_without_the_session_are_not_asked(
+    redis_server: RedisServer, make_node: MakeNode
+) -> None:
+    node_a = await make_node(redis_server.url)
+    node_b = await make_node(redis_server.url)
+    bystander = await make_node(redis_server.url)
+    await open_ws(bystander)  # a session of its own
+    await open_ws(node_a)
+    share_session(node_a, node_b)
+    tab_b = await open_ws(node_b)
+    session_id = cookie_ws_id(node_a)
+    await registry_of(node_b).count_connections(session_id)
+    asked: list[dict[str, Any]] = []
+
+    async def record(body: dict[str, Any]) -> int:
+        asked.append(body)
+        return 0
+
+    registry_of(bystander)._bus.handle("close_session", record)
+    assert await registry_of(node_a).close_all_session(session_id) == 2
+    await expect_close(tab_b)
+    assert asked == []
+
+
+async def test_a_malformed_frame_is_dropped_and_the_node_keeps_serving(
+    redis_server: RedisServer, make_node: MakeNode
+) -> None:
+    node_a = await make_node(redis_server.url)
+    node_b = await make_node(redis_server.url)
+    await open_ws(node_a)
+    share_session(node_a, node_b)
+    tab_b = await open_ws(node_b)
+    session_id = cookie_ws_id(node_a)
+    await registry_of(node_b).count_connections(session_id)
+    backend_b = registry_of(node_b).backend
+    assert isinstance(backend_b, RedisBackend)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        with watch_log("aiohttp_session_ws.nodebus", "malformed") as dropped:
+            await admin.publish(backend_b.inbox, b"\xff not json")
+            await dropped.wait()
+    finally:
+        await admin.aclose()
+    assert await registry_of(node_a).close_all_session(session_id) == 2
+    await expect_close(tab_b)
+
+
+async def test_an_app_supplied_client_is_used_and_left_open(
+    redis_server: RedisServer, make_node: MakeNode
+) -> None:
+    text_client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        node_a = await make_node(text_client)
+        node_b = await make_node(redis_server.url)
+        await open_ws(node_a)
+        share_session(node_a, node_b)
+        tab_b = await open_ws(node_b)
+        session_id = cookie_ws_id(node_a)
+        registry_a = registry_of(node_a)
+        await registry_of(node_b).count_connections(session_id)
+        assert await registry_a.connected_sessions() == {session_id}
+        assert await registry_a.close_all_session(session_id) == 2
+        await expect_close(tab_b)
+        await node_a.close()  # the app stops; the client is the app's own
+        assert await text_client.ping()
+    finally:
+        await text_client.aclose()
+
+
+async def test_shutdown_leaves_nothing_behind(
+    redis_server: RedisServer, make_node: MakeNode, prefix: str
+) -> None:
+    node = await make_node(redis_server.url)
+    tab = await open_ws(node)
+    backend = registry_of(node).backend
+    assert isinstance(backend, RedisBackend)
+    inbox = backend.inbox
+    await node.server.close()  # the app shuts down; the browser stays
+    assert await expect_close(tab) == WSCloseCode.GOING_AWAY
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        assert await admin.keys(f"{{{prefix}}}:*") == []
+        assert await admin.pubsub_numsub(inbox) == [(inbox.encode(), 0)]
+    finally:
+        await admin.aclose()
+    ours = [t for t in asyncio.all_tasks() if t.get_name().startswith("redis-")]
+    assert ours == []
+
+
+async def test_a_dead_node_is_removed_and_a_live_one_rejoins(
+    redis_server: RedisServer, make_node: MakeNode, prefix: str
+) -> None:
+    node_a = await make_node(redis_server.url, node_ttl=1.0)
+    node_b = await make_node(redis_server.url, node_ttl=1.0)
+    await open_ws(node_a)
+    share_session(node_a, node_b)
+    await open_ws(node_b)
+    session_id = cookie_ws_id(node_a)
+    registry_a, registry_b = registry_of(node_a), registry_of(node_b)
+    assert await registry_b.count_connections(session_id) == 2
+    back = reconnected(registry_b)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        with (
+            watch_log(REDIS_LOG, "stopped heartbeating") as reaped,
+            watch_log(REDIS_LOG, "presumed dead") as presumed_dead,
+        ):
+            # B's lease runs out, as if it had been frozen: a survivor reaps it
+            await admin.zadd(f"{{{prefix}}}:nodes", {registry_b.node_id: 0})
+            await reaped.wait(timeout=TIMEOUT)
+            await presumed_dead.wait(timeout=TIMEOUT)
+    finally:
+        await admin.aclose()
+    await asyncio.wait_for(back.wait(), TIMEOUT)  # B republished its presence
+    assert await registry_a.session_nodes(session_id) == {
+        registry_a.node_id: 1,
+        registry_b.node_id: 1,
+    }
+
+
+async def test_redis_outage_local_work_goes_on_and_closes_catch_up(
+    own_redis_server: RedisServer, make_node: MakeNode
+) -> None:
+    url = own_redis_server.url
+    node_a = await make_node(url, reconnect_max_delay=0.2)
+    node_b = await make_node(url, reconnect_max_delay=0.2)
+    early_a = await open_ws(node_a)
+    share_session(node_a, node_b)
+    tab_b = await open_ws(node_b)
+    session_id = cookie_ws_id(node_a)
+    registry_a, registry_b = registry_of(node_a), registry_of(node_b)
+    await registry_b.count_connections(session_id)
+    back_a, back_b = reconnected(registry_a), reconnected(registry_b)
+    failed_callback = asyncio.Event()
+
+    async def broken_callback() -> None:
+        failed_callback.set()
+        raise RuntimeError("the app's callback fails")
+
+    registry_a.on_reconnect.insert(0, broken_callback)
+    with watch_log(REDIS_LOG, "lost Redis") as lost:
+        own_redis_server.stop()
+        await lost.wait(count=2)
+    assert healthy(registry_a) is False
+    late_a = await open_ws(node_a)  # a socket opens during the outage
+    with pytest.raises(BackendUnavailableError):
+        await registry_a.count_connections(session_id)
+    with watch_log("aiohttp_session_ws", "the other nodes follow") as queued:
+        assert await registry_a.close_all_session(session_id) == 2
+        await queued.wait()
+    for tab in (early_a, late_a):
+        assert await expect_close(tab) == WSCloseCode.OK
+    await handler_exits(node_a, 2)  # the handlers ended cleanly
+    await tab_b.send_str("still here")  # B serves its socket meanwhile
+    assert (await tab_b.receive(timeout=TIMEOUT)).data == "still here"
+
+    with watch_log("aiohttp_session_ws", "on_reconnect callback failed") as logged:
+        own_redis_server.start()
+        await asyncio.wait_for(back_a.wait(), TIMEOUT)
+        await asyncio.wait_for(back_b.wait(), TIMEOUT)
+        await logged.wait()
+    assert failed_callback.is_set()
+    assert await expect_close(tab_b) == WSCloseCode.OK  # the held-back close
+    assert healthy(registry_a)
+    assert healthy(registry_b)
+
+
+async def test_presence_written_after_a_close_still_closes(
+    redis_server: RedisServer, make_node: MakeNode
+) -> None:
+    node_a = await make_node(redis_server.url)
+    node_b = await make_node(redis_server.url, reconnect_delay=1.0)
+    await open_ws(node_a)
+    share_session(node_a, node_b)
+    session_id = cookie_ws_id(node_a)
+    registry_a, registry_b = registry_of(node_a), registry_of(node_b)
+    back_a, back_b = reconnected(registry_a), reconnected(registry_b)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        with watch_log(REDIS_LOG, "lost Redis") as lost:
+            await admin.client_kill_filter(_type="pubsub")
+            await lost.wait(count=2)
+    finally:
+        await admin.aclose()
+    await asyncio.wait_for(back_a.wait(), TIMEOUT)
+    # B is away for a while: its new socket's presence is not in Redis yet
+    tab_b = await open_ws(node_b)
+    assert await registry_a.close_all_session(session_id) >= 1
+    await asyncio.wait_for(back_b.wait(), TIMEOUT)
+    assert await expect_close(tab_b) == WSCloseCode.OK
+
+
+async def test_a_node_starts_without_redis_and_joins_later(
+    own_redis_server: RedisServer, aiohttp_client: AiohttpClient, prefix: str
+) -> None:
+    own_redis_server.stop()
+    registry = RedisSessionWSRegistry(
+        own_redis_server.url,
+        prefix=prefix,
+        command_timeout=0.5,
+        reconnect_max_delay=0.2,
+    )
+    back = reconnected(registry)
+    with watch_log(REDIS_LOG, "unreachable") as unreachable:
+        client = await aiohttp_client(build_app(registry))
+    assert unreachable.records
+    assert healthy(registry) is False
+    await open_ws(client)
+    own_redis_server.start()
+    await asyncio.wait_for(back.wait(), TIMEOUT)
+    assert healthy(registry)
+    assert await registry.count_connections(cookie_ws_id(client)) == 1
+
+
+async def test_stop_with_redis_down_says_the_others_will_reap(
+    own_redis_server: RedisServer, prefix: str
+) -> None:
+    registry = RedisSessionWSRegistry(
+        own_redis_server.url, prefix=prefix, command_timeout=0.5
+    )
+    await registry.start()
+    own_redis_server.stop()
+    with watch_log(REDIS_LOG, "drop it within node_ttl") as warned:
+        await registry.stop()
+    assert warned.records
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("prefix", ""),
+        ("prefix", "a{b}"),
+        ("node_ttl", 0),
+        ("missed_close_window", -1),
+        ("reconnect_delay", 0),
+        ("reconnect_max_delay", 0),
+        ("command_timeout", 0),
+    ],
+)
+def test_options_are_validated(option: str, value: object) -> None:
+    with pytest.raises(ValueError, match=option):
+        RedisBackend("redis://127.0.0.1:1/0", **{option: value})  # type: ignore[arg-type]
+
+
+def test_without_redis_py_the_error_says_what_to_install() -> None:
+    script = (
+        "import sys; sys.modules['redis'] = None\n"
+        "import aiohttp_session_ws as m\n"
+        "assert m.SessionWSRegistry\n"
+        "m.RedisBackend\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "pip install 'aiohttp-session-ws[redis]'" in result.stderr
+
+
+def test_unknown_attributes_still_raise() -> None:
+    import aiohttp_session_ws
+
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = aiohttp_session_ws.no_such_name

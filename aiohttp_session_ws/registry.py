@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp_session
 from aiohttp import WSCloseCode, web
 
-from .backends.base import Backend, NodeHooks
+from .backends.base import Backend, BackendUnavailableError, NodeHooks
 from .backends.memory import MemoryBackend
 from .nodebus import NodeBus
 from .origins import normalize_origins
@@ -288,12 +288,14 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         session = wire_id(session_ws_id)
         try:
             marked = await self.backend.mark_session_closed(session)
-        except Exception:
-            logger.exception(
-                "Backend unavailable: closed %d local websocket(s) of %s; the other "
-                "nodes follow when it is back",
+        except Exception as exc:
+            logger.warning(
+                "Backend unavailable (%s): closed %d local websocket(s) of %s; "
+                "the other nodes follow when it is back",
+                exc,
                 closed,
                 redact(session),
+                exc_info=not isinstance(exc, BackendUnavailableError),
             )
             self._remember_close(session)
             return closed

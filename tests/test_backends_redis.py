@@ -219,7 +219,7 @@ async def test_a_dead_node_is_removed_and_a_live_one_rejoins(
     try:
         with (
             watch_log(REDIS_LOG, "stopped heartbeating") as reaped,
-            watch_log(REDIS_LOG, "presumed dead") as presumed_dead,
+            watch_log(REDIS_LOG, "presumed dead); rejoining") as presumed_dead,
         ):
             # B's lease runs out, as if it had been frozen: a survivor reaps it
             await admin.zadd(f"{{{prefix}}}:nodes", {registry_b.node_id: 0})

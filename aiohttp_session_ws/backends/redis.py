@@ -127,6 +127,7 @@ class RedisBackend(Backend):
         self._offset = time.time() - time.monotonic()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
+        self._redis_answers = asyncio.Event()
 
     @property
     def inbox(self) -> str:
@@ -235,13 +236,21 @@ class RedisBackend(Backend):
             finally:
                 with contextlib.suppress(RedisError, OSError):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await self._pause(delay * random.uniform(0.5, 1.0))
+            # back off, unless the heartbeat finds Redis answering again
+            self._redis_answers.clear()
+            await self._pause(delay * random.uniform(0.5, 1.0), self._redis_answers)
             delay = min(delay * 2, self.reconnect_max_delay)
 
-    async def _pause(self, seconds: float) -> None:
-        """Wait ``seconds``, or less if the backend stops meanwhile."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+    async def _pause(self, seconds: float, wake: asyncio.Event | None = None) -> None:
+        """Wait ``seconds``, or less if the backend stops or ``wake`` is set."""
+        waits = [asyncio.ensure_future(self._stopping.wait())]
+        if wake is not None:
+            waits.append(asyncio.ensure_future(wake.wait()))
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when="FIRST_COMPLETED")
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
     def _on_subscribed(self) -> None:
         if self._subscribed_once:  # a resubscription: frames may have been lost
@@ -330,7 +339,9 @@ class RedisBackend(Backend):
                 self._session_closed(_text(session_id), int(at_us))
             if absent and not reset:
                 logger.warning(
-                    "Node %s had been presumed dead; rejoining", self.node_id
+                    "Node %s was missing from Redis (restarted empty, or the "
+                    "node was presumed dead); rejoining",
+                    self.node_id,
                 )
                 self._new_epoch()
                 self._wake.set()
@@ -374,8 +385,14 @@ class RedisBackend(Backend):
                         sessions,
                     )
                 if absent and self._synced_epoch:
-                    logger.warning("Node %s had been presumed dead", self.node_id)
+                    logger.warning(
+                        "Node %s was missing from Redis (restarted empty, or the "
+                        "node was presumed dead); rejoining",
+                        self.node_id,
+                    )
                     self._new_epoch()
+                if not self._subscribed:
+                    self._redis_answers.set()  # the listener retries now
                 if self._synced_epoch != self._epoch:
                     self._wake.set()  # Redis answers again: resync now
             await self._pause(self.node_ttl / 4)

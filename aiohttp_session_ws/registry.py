@@ -112,6 +112,8 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         self._opened: dict[web.WebSocketResponse, float] = {}
         self._pending_closes: collections.deque[tuple[str, float]] = collections.deque()
         self._tasks = TaskOwner(logger)
+        self._recovering: asyncio.Task[None] | None = None
+        self._recover_again = False
         self._shutting_down = False
         self.on_reconnect: list[ReconnectCallback] = []
         """Async callbacks run after the backend recovers from an outage, when
@@ -299,7 +301,10 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
             )
             self._remember_close(session)
             return closed
-        return closed + await self._close_on_nodes(marked.nodes, {"session": session})
+        closed += await self._close_on_nodes(marked.nodes, {"session": session})
+        if not self.backend.healthy:  # it failed meanwhile: send again once back
+            self._remember_close(session)
+        return closed
 
     async def _close_on_nodes(self, nodes: Iterable[str], body: dict[str, Any]) -> int:
         others = [node for node in nodes if node != self.node_id]
@@ -350,12 +355,28 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
     def _backend_reconnected(self) -> None:
         if self._tasks.closed:
             return
-        self._tasks.spawn(self._recover(), name="backend-reconnected")
+        if self._recovering is not None and not self._recovering.done():
+            self._recover_again = True
+            return
+        self._recovering = self._tasks.spawn(
+            self._recover(), name="backend-reconnected"
+        )
 
     async def _recover(self) -> None:
         """Finish the close-alls the outage held back, then tell the app."""
+        self._recover_again = True
+        while self._recover_again:
+            self._recover_again = False
+            await self._send_pending_closes()
+            for callback in list(self.on_reconnect):
+                try:
+                    await callback()
+                except Exception:
+                    logger.exception("An on_reconnect callback failed")
+
+    async def _send_pending_closes(self) -> None:
         while self._pending_closes:
-            session, asked_at = self._pending_closes[0]
+            session, asked_at = self._pending_closes.popleft()
             ago = time.monotonic() - asked_at
             if ago > self.backend.missed_close_window:
                 logger.error(
@@ -364,22 +385,16 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
                     redact(session),
                     ago,
                 )
-                self._pending_closes.popleft()
                 continue
             try:
                 marked = await self.backend.mark_session_closed(session, ago=ago)
             except Exception:
+                self._pending_closes.appendleft((session, asked_at))
                 logger.exception("Backend failed again; close-alls wait for it")
-                break
-            self._pending_closes.popleft()
+                return
             await self._close_on_nodes(
                 marked.nodes, {"session": session, "before": marked.at}
             )
-        for callback in list(self.on_reconnect):
-            try:
-                await callback()
-            except Exception:
-                logger.exception("An on_reconnect callback failed")
 
     async def schedule_close_all_session(
         self, request: web.Request, response: web.StreamResponse

@@ -306,6 +306,30 @@ async def test_presence_written_after_a_close_still_closes(
     assert await expect_close(tab_b) == WSCloseCode.OK
 
 
+async def test_a_close_all_that_timed_out_is_sent_again(
+    redis_server: RedisServer, make_node: MakeNode
+) -> None:
+    node_a = await make_node(redis_server.url, node_ttl=1.0, command_timeout=0.2)
+    node_b = await make_node(redis_server.url)
+    await open_ws(node_a)
+    share_session(node_a, node_b)
+    tab_b = await open_ws(node_b)
+    session_id = cookie_ws_id(node_a)
+    registry_a = registry_of(node_a)
+    await registry_of(node_b).count_connections(session_id)
+    back = reconnected(registry_a)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await admin.client_pause(400, all=False)  # writes wait: A's close times out
+        with watch_log("aiohttp_session_ws", "the other nodes follow") as queued:
+            assert await registry_a.close_all_session(session_id) == 1
+            await queued.wait()
+    finally:
+        await admin.aclose()
+    await asyncio.wait_for(back.wait(), TIMEOUT)  # Redis answers: sent again
+    assert await expect_close(tab_b) == WSCloseCode.OK
+
+
 async def test_a_node_starts_without_redis_and_joins_later(
     own_redis_server: RedisServer, aiohttp_client: AiohttpClient, prefix: str
 ) -> None:

@@ -398,3 +398,29 @@ async def test_a_held_back_close_all_reaches_the_other_node(
         assert await expect_close(tab) == WSCloseCode.OK
     finally:
         await asking.stop()
+
+
+async def test_two_recoveries_at_once_send_each_close_once() -> None:
+    marked: list[str] = []
+
+    class Recording(OutageBackend):
+        async def mark_session_closed(
+            self, session_id: str, *, ago: float = 0.0
+        ) -> SessionClosed:
+            result = await super().mark_session_closed(session_id, ago=ago)
+            marked.append(session_id)
+            await asyncio.sleep(0)  # let the second recovery try to interleave
+            return result
+
+    backend = Recording()
+    registry = SessionWSRegistry(backend=backend)
+    await registry.start()
+    try:
+        for session in ("x", "y", "z"):
+            await registry.close_all_session(session)
+        backend.down = False
+        backend.come_back()
+        await recovered(registry)  # a second reconnect while the first runs
+        assert marked == ["x", "y", "z"]
+    finally:
+        await registry.stop()

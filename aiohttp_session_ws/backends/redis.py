@@ -212,10 +212,9 @@ class RedisBackend(Backend):
     # node bus
     async def publish(self, node_id: str, frame: bytes) -> bool:
         """Publish ``frame`` on the node's inbox; False if nobody subscribes to it."""
-        try:
-            receivers = await self.client.publish(self._inbox_of(node_id), frame)
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailableError(f"Redis: {exc}") from exc
+        receivers = await self._command(
+            self.client.publish(self._inbox_of(node_id), frame)
+        )
         return bool(receivers)
 
     async def _listen(self) -> None:
@@ -259,6 +258,7 @@ class RedisBackend(Backend):
         self._subscribed_once = True
         self._subscribed = True
         self._wake.set()
+        self._maybe_healthy()
 
     async def _deliver(self, data: bytes | str) -> None:
         try:
@@ -313,8 +313,6 @@ class RedisBackend(Backend):
             self._wake.clear()
             if self._stopping.is_set():
                 return
-            if not self._subscribed:
-                continue  # the listener wakes us once it is back
             epoch, noted = self._epoch, self._noted
             reset = self._synced_epoch != epoch
             sessions = list(self._local) if reset else list(self._dirty)
@@ -328,16 +326,11 @@ class RedisBackend(Backend):
                 args += [session_id, len(self._local.get(session_id, ()))]
             try:
                 now_us, absent, closed = await self._run(self._write, *args)
-            except BackendUnavailableError as exc:
+            except BackendUnavailableError:
                 self._dirty.update(sessions)
-                self._fail(exc)
-                continue
+                continue  # the heartbeat or the listener wakes us when it is back
             self._learn_clock(now_us)
-            self._written = noted
-            self._release_flush_waiters()
-            for session_id, at_us in _pairs(closed):
-                self._session_closed(_text(session_id), int(at_us))
-            if absent and not reset:
+            if absent:  # nothing was written: rewrite everything
                 logger.warning(
                     "Node %s was missing from Redis (restarted empty, or the "
                     "node was presumed dead); rejoining",
@@ -345,11 +338,19 @@ class RedisBackend(Backend):
                 )
                 self._new_epoch()
                 self._wake.set()
-            elif reset and self._epoch == epoch:
-                self._synced(epoch)
+                continue
+            self._written = noted
+            self._release_flush_waiters()
+            for session_id, at_us in _pairs(closed):
+                self._session_closed(_text(session_id), int(at_us))
+            if reset and self._epoch == epoch:
+                self._synced_epoch = epoch
+                self._maybe_healthy()
 
-    def _synced(self, epoch: int) -> None:
-        self._synced_epoch = epoch
+    def _maybe_healthy(self) -> None:
+        """Once subscribed and fully written: end start(), report a recovery."""
+        if not self.healthy:
+            return
         if self._first_sync is not None and not self._first_sync.done():
             self._first_sync.set_result(None)
         if self._missed:
@@ -373,8 +374,8 @@ class RedisBackend(Backend):
                 now_us, absent, reaped = await self._run(
                     self._heartbeat, self.node_id, self._lease_us
                 )
-            except BackendUnavailableError as exc:
-                self._fail(exc)
+            except BackendUnavailableError:
+                pass  # noted by _command; the next beat tries again
             else:
                 self._learn_clock(now_us)
                 for node_id, sessions in _pairs(reaped):
@@ -399,7 +400,7 @@ class RedisBackend(Backend):
 
     async def _flush(self) -> None:
         """Wait until this node's presence notes so far are in Redis (if healthy)."""
-        if self._written >= self._noted or not self.healthy:
+        if self._written >= self._noted or self._synced_epoch != self._epoch:
             return
         waiter = asyncio.get_running_loop().create_future()
         self._flush_waiters.append((self._noted, waiter))
@@ -409,7 +410,7 @@ class RedisBackend(Backend):
     def _release_flush_waiters(self) -> None:
         waiting = []
         for noted, waiter in self._flush_waiters:
-            if noted <= self._written or not self.healthy:
+            if noted <= self._written or self._synced_epoch != self._epoch:
                 if not waiter.done():
                     waiter.set_result(None)
             else:
@@ -426,10 +427,7 @@ class RedisBackend(Backend):
     async def sessions(self) -> frozenset[str]:
         """Read the set of connected sessions (after this node's notes)."""
         await self._flush()
-        try:
-            members = await self.client.smembers(f"{self._tag}:sessions")
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailableError(f"Redis: {exc}") from exc
+        members = await self._command(self.client.smembers(f"{self._tag}:sessions"))
         return frozenset(_text(member) for member in members)
 
     async def mark_session_closed(
@@ -447,13 +445,20 @@ class RedisBackend(Backend):
         return SessionClosed(int(at_us) / 1e6, nodes)
 
     async def _run(self, script: Any, *args: Any) -> Any:
+        call: Awaitable[Any] = script(keys=[self._nodes_key], args=[self._tag, *args])
+        return await self._command(call)
+
+    async def _command(self, call: Awaitable[Any]) -> Any:
+        """Await a Redis call for at most ``command_timeout`` s.
+
+        A failure raises :class:`BackendUnavailableError` and starts a resync,
+        after which close-alls held back meanwhile are sent again.
+        """
         try:
-            call: Awaitable[Any] = script(
-                keys=[self._nodes_key], args=[self._tag, *args]
-            )
-            return await call
-        except (RedisError, OSError) as exc:
-            raise BackendUnavailableError(f"Redis: {exc}") from exc
+            return await asyncio.wait_for(call, self.command_timeout)
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._fail(exc)
+            raise BackendUnavailableError(f"Redis: {exc!r}") from exc
 
 
 def _pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:

@@ -58,9 +58,15 @@ end
 HEARTBEAT = (
     _PRELUDE
     + """
--- ARGV: tag, node, lease_us -> {now, node_was_absent, {dead node, sessions, ...}}
+-- ARGV: tag, node, lease_us -> {now, node_is_absent, {dead node, sessions, ...}}
+-- An absent node is not added back: only a full rewrite does that, so a
+-- repeated call reports the absence again.
 local now = now_us()
-local absent = redis.call('ZADD', KEYS[1], num(now + tonumber(ARGV[3])), ARGV[2])
+local absent = 1
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+  redis.call('ZADD', KEYS[1], num(now + tonumber(ARGV[3])), ARGV[2])
+  absent = 0
+end
 local reaped = {}
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. num(now))) do
   reaped[#reaped + 1] = dead
@@ -75,11 +81,17 @@ WRITE_PRESENCE = (
     _PRELUDE
     + """
 -- ARGV: tag, node, lease_us, reset, session, count, ...
---   -> {now, node_was_absent, {session, closed_at_us, ...}}
+--   -> {now, node_is_absent, {session, closed_at_us, ...}}
+-- A reset (full rewrite) adds the node; a change to an absent node (reaped,
+-- or Redis restarted empty) writes nothing and reports the absence.
 local now = now_us()
 local node = ARGV[2]
-local absent = redis.call('ZADD', KEYS[1], num(now + tonumber(ARGV[3])), node)
-if ARGV[4] == '1' then drop_node(node) end
+local reset = ARGV[4] == '1'
+if not reset and not redis.call('ZSCORE', KEYS[1], node) then
+  return {now, 1, {}}
+end
+redis.call('ZADD', KEYS[1], num(now + tonumber(ARGV[3])), node)
+if reset then drop_node(node) end
 local closed = {}
 for i = 5, #ARGV, 2 do
   local sid, count = ARGV[i], tonumber(ARGV[i + 1])
@@ -92,7 +104,7 @@ for i = 5, #ARGV, 2 do
     end
   end
 end
-return {now, absent, closed}
+return {now, 0, closed}
 """
 )
 

@@ -131,3 +131,14 @@ async def logout(request: web.Request) -> web.Response:
     response = web.Response(text="bye")
     await schedule_close_all_session_ws(request, response)
     return response
+
+
+def reconnected(registry: SessionWSRegistry) -> asyncio.Event:
+    """An event set each time the registry's backend recovers from an outage."""
+    event = asyncio.Event()
+
+    async def note() -> None:
+        event.set()
+
+    registry.on_reconnect.append(note)
+    return event

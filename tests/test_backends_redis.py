@@ -29,6 +29,7 @@ from .apps import (
     handler_exits,
     logout,
     open_ws,
+    reconnected,
     registry_of,
     share_session,
 )
@@ -54,17 +55,6 @@ def make_node(aiohttp_client: AiohttpClient, prefix: str) -> MakeNode:
 def healthy(registry: SessionWSRegistry) -> bool:
     """The registry's health, read afresh (it changes while the test awaits)."""
     return registry.healthy
-
-
-def reconnected(registry: SessionWSRegistry) -> asyncio.Event:
-    """An event set each time the registry's backend recovers from an outage."""
-    event = asyncio.Event()
-
-    async def note() -> None:
-        event.set()
-
-    registry.on_reconnect.append(note)
-    return event
 
 
 async def test_presence_is_seen_from_every_node(

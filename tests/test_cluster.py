@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, web
 from aiohttp.pytest_plugin import AiohttpClient
 
-from aiohttp_session_ws import RedisSessionWSRegistry, SessionWSRegistry
+from aiohttp_session_ws import RedisSessionWSRegistry
 
 from .apps import (
     TIMEOUT,
@@ -29,6 +29,7 @@ from .apps import (
     expect_close,
     logout,
     open_ws,
+    reconnected,
     registry_of,
     session_cookie_header,
 )
@@ -141,17 +142,6 @@ async def presence_written(url: str, prefix: str, session_id: str, node: str) ->
         await pubsub.aclose()  # type: ignore[no-untyped-call]
     finally:
         await admin.aclose()
-
-
-def reconnected(registry: SessionWSRegistry) -> asyncio.Event:
-    """An event set each time the registry's backend recovers from an outage."""
-    event = asyncio.Event()
-
-    async def note() -> None:
-        event.set()
-
-    registry.on_reconnect.append(note)
-    return event
 
 
 async def test_logout_on_node_a_closes_the_socket_on_node_b(

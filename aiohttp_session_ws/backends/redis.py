@@ -458,7 +458,8 @@ class RedisBackend(Backend):
             return await asyncio.wait_for(call, self.command_timeout)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
             self._fail(exc)
-            raise BackendUnavailableError(f"Redis: {exc!r}") from exc
+            reason = str(exc) or type(exc).__name__
+            raise BackendUnavailableError(f"Redis: {reason}") from exc
 
 
 def _pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:

@@ -195,10 +195,8 @@ class RedisBackend(Backend):
         self._subscribed = False
         self._release_flush_waiters()
         try:
-            await asyncio.wait_for(
-                self._run(self._leave, self.node_id), self.command_timeout
-            )
-        except (BackendUnavailableError, asyncio.TimeoutError) as exc:
+            await self._run(self._leave, self.node_id)
+        except BackendUnavailableError as exc:
             logger.warning(
                 "Could not withdraw node %s from Redis (%s); the other nodes drop "
                 "it within node_ttl",

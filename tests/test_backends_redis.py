@@ -8,6 +8,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import WSCloseCode, web
@@ -37,6 +38,7 @@ from .logwait import watch_log
 from .redis_server import RedisServer
 
 MakeNode = Callable[..., Awaitable[Client]]
+ClientWS = aiohttp.ClientWebSocketResponse
 REDIS_LOG = "aiohttp_session_ws.redis"
 
 
@@ -50,6 +52,19 @@ def make_node(aiohttp_client: AiohttpClient, prefix: str) -> MakeNode:
         return await aiohttp_client(app)
 
     return make
+
+
+async def one_session_on_both(
+    node_a: Client, node_b: Client
+) -> tuple[ClientWS, ClientWS, str]:
+    """Open a tab of one session on each node; return once both are in Redis."""
+    tab_a = await open_ws(node_a)
+    share_session(node_a, node_b)
+    tab_b = await open_ws(node_b)
+    session_id = cookie_ws_id(node_a)
+    await registry_of(node_a).count_connections(session_id)  # A's write is in
+    assert await registry_of(node_b).count_connections(session_id) == 2
+    return tab_a, tab_b, session_id
 
 
 def healthy(registry: SessionWSRegistry) -> bool:
@@ -111,11 +126,7 @@ async def test_nodes_without_the_session_are_not_asked(
     node_b = await make_node(redis_server.url)
     bystander = await make_node(redis_server.url)
     await open_ws(bystander)  # a session of its own
-    await open_ws(node_a)
-    share_session(node_a, node_b)
-    tab_b = await open_ws(node_b)
-    session_id = cookie_ws_id(node_a)
-    await registry_of(node_b).count_connections(session_id)
+    _, tab_b, session_id = await one_session_on_both(node_a, node_b)
     asked: list[dict[str, Any]] = []
 
     async def record(body: dict[str, Any]) -> int:
@@ -133,11 +144,7 @@ async def test_a_malformed_frame_is_dropped_and_the_node_keeps_serving(
 ) -> None:
     node_a = await make_node(redis_server.url)
     node_b = await make_node(redis_server.url)
-    await open_ws(node_a)
-    share_session(node_a, node_b)
-    tab_b = await open_ws(node_b)
-    session_id = cookie_ws_id(node_a)
-    await registry_of(node_b).count_connections(session_id)
+    _, tab_b, session_id = await one_session_on_both(node_a, node_b)
     backend_b = registry_of(node_b).backend
     assert isinstance(backend_b, RedisBackend)
     admin = aioredis.Redis.from_url(redis_server.url)
@@ -158,12 +165,8 @@ async def test_an_app_supplied_client_is_used_and_left_open(
     try:
         node_a = await make_node(text_client)
         node_b = await make_node(redis_server.url)
-        await open_ws(node_a)
-        share_session(node_a, node_b)
-        tab_b = await open_ws(node_b)
-        session_id = cookie_ws_id(node_a)
+        _, tab_b, session_id = await one_session_on_both(node_a, node_b)
         registry_a = registry_of(node_a)
-        await registry_of(node_b).count_connections(session_id)
         assert await registry_a.connected_sessions() == {session_id}
         assert await registry_a.close_all_session(session_id) == 2
         await expect_close(tab_b)
@@ -198,12 +201,8 @@ async def test_a_dead_node_is_removed_and_a_live_one_rejoins(
 ) -> None:
     node_a = await make_node(redis_server.url, node_ttl=1.0)
     node_b = await make_node(redis_server.url, node_ttl=1.0)
-    await open_ws(node_a)
-    share_session(node_a, node_b)
-    await open_ws(node_b)
-    session_id = cookie_ws_id(node_a)
+    _, _, session_id = await one_session_on_both(node_a, node_b)
     registry_a, registry_b = registry_of(node_a), registry_of(node_b)
-    assert await registry_b.count_connections(session_id) == 2
     back = reconnected(registry_b)
     admin = aioredis.Redis.from_url(redis_server.url)
     try:
@@ -230,12 +229,8 @@ async def test_redis_outage_local_work_goes_on_and_closes_catch_up(
     url = own_redis_server.url
     node_a = await make_node(url, reconnect_max_delay=0.2)
     node_b = await make_node(url, reconnect_max_delay=0.2)
-    early_a = await open_ws(node_a)
-    share_session(node_a, node_b)
-    tab_b = await open_ws(node_b)
-    session_id = cookie_ws_id(node_a)
+    early_a, tab_b, session_id = await one_session_on_both(node_a, node_b)
     registry_a, registry_b = registry_of(node_a), registry_of(node_b)
-    await registry_b.count_connections(session_id)
     back_a, back_b = reconnected(registry_a), reconnected(registry_b)
     failed_callback = asyncio.Event()
 
@@ -301,12 +296,8 @@ async def test_a_close_all_that_timed_out_is_sent_again(
 ) -> None:
     node_a = await make_node(redis_server.url, node_ttl=1.0, command_timeout=0.2)
     node_b = await make_node(redis_server.url)
-    await open_ws(node_a)
-    share_session(node_a, node_b)
-    tab_b = await open_ws(node_b)
-    session_id = cookie_ws_id(node_a)
+    _, tab_b, session_id = await one_session_on_both(node_a, node_b)
     registry_a = registry_of(node_a)
-    await registry_of(node_b).count_connections(session_id)
     back = reconnected(registry_a)
     admin = aioredis.Redis.from_url(redis_server.url)
     try:

@@ -108,15 +108,20 @@ async def node_a(
 
 
 async def open_remote_ws(
-    browser: aiohttp.ClientSession, node: NodeProcess, client: Client
-) -> aiohttp.ClientWebSocketResponse:
-    """Open a websocket of ``client``'s session on ``node``; prove it echoes."""
+    browser: aiohttp.ClientSession, node: NodeProcess, client: Client, url: str
+) -> tuple[aiohttp.ClientWebSocketResponse, str]:
+    """Open a websocket of ``client``'s session on ``node``; return it and the
+    session id once it echoes and ``node`` has written its presence to Redis."""
     ws = await browser.ws_connect(
         node.url("/ws"), headers=session_cookie_header(client)
     )
     await ws.send_str("ping")
     assert (await ws.receive(timeout=TIMEOUT)).data == "ping"
-    return ws
+    session_id = cookie_ws_id(client)
+    registry = registry_of(client)
+    assert isinstance(registry, RedisSessionWSRegistry)
+    await presence_written(url, registry.backend.prefix, session_id, node.node_id)
+    return ws, session_id
 
 
 async def presence_written(url: str, prefix: str, session_id: str, node: str) -> None:
@@ -153,7 +158,7 @@ async def test_logout_on_node_a_closes_the_socket_on_node_b(
 ) -> None:
     a = await node_a(aiohttp_client, redis_server.url, prefix)
     b = await start_node(redis_server.url)
-    remote = await open_remote_ws(browser, b, a)
+    remote, _ = await open_remote_ws(browser, b, a, redis_server.url)
     async with a.get("/logout") as response:
         assert response.status == 200
     assert await expect_close(remote) == WSCloseCode.OK
@@ -168,9 +173,7 @@ async def test_a_killed_node_loses_its_presence_within_the_ttl(
 ) -> None:
     a = await node_a(aiohttp_client, redis_server.url, prefix)
     b = await start_node(redis_server.url)
-    session_id = cookie_ws_id(a)
-    remote = await open_remote_ws(browser, b, a)
-    await presence_written(redis_server.url, prefix, session_id, b.node_id)
+    remote, session_id = await open_remote_ws(browser, b, a, redis_server.url)
     registry = registry_of(a)
     assert await registry.count_connections(session_id) == 2
     with watch_log("aiohttp_session_ws.redis", f"Node {b.node_id} stopped") as reaped:
@@ -191,9 +194,7 @@ async def test_a_frozen_node_costs_the_close_timeout_then_catches_up(
 ) -> None:
     a = await node_a(aiohttp_client, redis_server.url, prefix, close_timeout=0.3)
     b = await start_node(redis_server.url)
-    session_id = cookie_ws_id(a)
-    remote = await open_remote_ws(browser, b, a)
-    await presence_written(redis_server.url, prefix, session_id, b.node_id)
+    remote, session_id = await open_remote_ws(browser, b, a, redis_server.url)
     b.process.send_signal(signal.SIGSTOP)
     try:
         with watch_log("aiohttp_session_ws.nodebus", "did not answer") as silent:
@@ -217,9 +218,7 @@ async def test_after_a_redis_restart_a_close_all_still_reaches_node_b(
     url = own_redis_server.url
     a = await node_a(aiohttp_client, url, prefix)
     b = await start_node(url)
-    session_id = cookie_ws_id(a)
-    remote = await open_remote_ws(browser, b, a)
-    await presence_written(url, prefix, session_id, b.node_id)
+    remote, session_id = await open_remote_ws(browser, b, a, url)
     registry = registry_of(a)
     back = reconnected(registry)
     own_redis_server.restart()  # every key is gone; the nodes republish

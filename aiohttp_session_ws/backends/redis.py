@@ -177,7 +177,11 @@ class RedisBackend(Backend):
             )
         except asyncio.TimeoutError:
             logger.error(
-                "Redis is unreachable; node %s runs local-only until it is back",
+                "Redis at %s is unreachable after %.1f s; node %s runs local-only "
+                "and joins the cluster when it answers (check the URL and that "
+                "Redis runs)",
+                _address(self.client),
+                self.command_timeout,
                 self.node_id,
             )
 
@@ -458,6 +462,16 @@ class RedisBackend(Backend):
             self._fail(exc)
             reason = str(exc) or type(exc).__name__
             raise BackendUnavailableError(f"Redis: {reason}") from exc
+
+
+def _address(client: aioredis.Redis) -> str:
+    """Where ``client`` connects, without credentials, for messages."""
+    options = client.connection_pool.connection_kwargs
+    if "path" in options:
+        return f"unix:{options['path']}"
+    return (
+        f"{options.get('host', '?')}:{options.get('port', '?')}/{options.get('db', 0)}"
+    )
 
 
 def _pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:

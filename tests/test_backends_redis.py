@@ -386,3 +386,18 @@ def test_unknown_attributes_still_raise() -> None:
 
     with pytest.raises(AttributeError, match="no_such_name"):
         _ = aiohttp_session_ws.no_such_name
+
+
+async def test_a_burst_of_requests_waits_for_a_pooled_connection(
+    redis_server: RedisServer, make_node: MakeNode
+) -> None:
+    """More concurrent reads than the pool holds queue up; no false outage."""
+    node = await make_node(redis_server.url)
+    registry = registry_of(node)
+    burst = 300  # above redis-py's default pool size of 100 connections
+    counts = await asyncio.wait_for(
+        asyncio.gather(*(registry.count_connections(f"s{n}") for n in range(burst))),
+        TIMEOUT,
+    )
+    assert counts == [0] * burst
+    assert registry.healthy

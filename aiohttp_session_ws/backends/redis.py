@@ -34,12 +34,19 @@ logger = logging.getLogger("aiohttp_session_ws.redis")
 DEFAULT_PREFIX = "aiohttp_session_ws"
 """The default key prefix; nodes with the same prefix form one cluster."""
 
+POOL_SIZE = 50
+"""Connections of the command pool of a client made from a URL; more
+concurrent commands wait for one of them."""
+
 
 class RedisBackend(Backend):
     """Keeps the cluster's presence in Redis and carries frames over pub/sub.
 
     :param redis: a Redis URL (``redis://127.0.0.1:6379/0``; the backend then
-        owns the client and closes it on stop) or a ``redis.asyncio.Redis``.
+        owns the client, whose pool holds :data:`POOL_SIZE` connections that
+        commands wait for, and closes it on stop) or a ``redis.asyncio.Redis``
+        (give it a ``BlockingConnectionPool``: redis-py's default pool fails a
+        command when its connections are all busy).
     :param prefix: the prefix of every key and channel; nodes sharing a prefix
         on one Redis form a cluster.
     :param node_ttl: a node that stops heartbeating (killed, frozen, cut off)
@@ -80,12 +87,18 @@ class RedisBackend(Backend):
             # One immediate retry replaces a pooled connection that a Redis
             # restart left stale (our commands are safe to repeat); beyond
             # that a failure reaches us, and the listener backs off.
-            self.client = aioredis.Redis.from_url(
+            # A burst of commands beyond the pool's size waits for a free
+            # connection (within command_timeout) instead of failing with
+            # "Too many connections", which would look like an outage.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 redis,
+                max_connections=POOL_SIZE,
+                timeout=command_timeout,
                 socket_timeout=command_timeout,
                 socket_connect_timeout=command_timeout,
                 retry=Retry(NoBackoff(), 1),
             )
+            self.client = aioredis.Redis.from_pool(pool)
             # the subscriber's own client never retries: the listener must
             # see every lost connection, and reconnects with backoff
             self._subscriber = aioredis.Redis.from_url(

@@ -1,4 +1,4 @@
-# Two entry points for a fresh machine: `make demo` and `make test`.
+# Entry points for a fresh machine: `make demo`, `make test` and `make bench`.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck pytest docs clean redis-server
+.PHONY: demo test lint typecheck pytest docs bench clean redis-server
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[demo,test,docs]'
+	$(BIN)/python -m pip install --quiet -e '.[demo,test,docs,bench]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -39,6 +39,10 @@ pytest: $(STAMP) redis-server
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+# The full benchmark suite (about 7 minutes); the tests run its smoke size.
+bench: $(STAMP) redis-server
+	$(BIN)/python -m bench --out docs/benchmarks
 
 clean:
 	rm -rf $(VENV) docs/_build .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -21,7 +21,7 @@ extensions = ["sphinx.ext.autodoc"]
 
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "benchmarks/results.rst"]  # included, not a page
 templates_path: list[str] = []
 
 highlight_language = "python3"

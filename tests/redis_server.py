@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import select
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 
 READY_TIMEOUT = 10.0
+
+
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the parent dies (Linux only).
+
+    A test run or benchmark that is killed then leaves no server behind. The
+    function is looked up beforehand, so the child only makes the call.
+    """
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -36,6 +53,7 @@ class RedisServer:
         self.port = port if port is not None else free_port()
         self.directory = tempfile.mkdtemp(prefix="aiohttp-session-ws-redis-")
         self.process: subprocess.Popen[bytes] | None = None
+        self._drain: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -55,8 +73,14 @@ class RedisServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             bufsize=0,
+            preexec_fn=die_with_parent,
         )
         self._wait_ready(self.process)
+        # keep reading its log, so that a chatty server never blocks on the pipe
+        self._drain = threading.Thread(
+            target=_read_to_end, args=(self.process,), daemon=True
+        )
+        self._drain.start()
 
     def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
         assert process.stdout is not None
@@ -73,7 +97,6 @@ class RedisServer:
                 self.process = None
                 raise RuntimeError(f"redis-server did not start: {seen[-2000:]!r}")
             seen += chunk
-        # redis-server logs a few lines per start and stop: the pipe holds them
 
     def stop(self) -> None:
         """Shut the server down (SIGTERM) and wait for it to exit."""
@@ -94,10 +117,21 @@ class RedisServer:
             return
         process.send_signal(how)
         process.wait(timeout=READY_TIMEOUT)
-        if process.stdout is not None:
-            process.stdout.close()
+        drain, self._drain = self._drain, None
+        if drain is not None:
+            drain.join(READY_TIMEOUT)  # it closes the pipe at end of file
 
     def cleanup(self) -> None:
         """Kill the server if it runs and remove its directory."""
         self.kill()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _read_to_end(process: subprocess.Popen[bytes]) -> None:
+    """Read and drop a server's output until it exits; then close the pipe."""
+    assert process.stdout is not None
+    try:
+        while os.read(process.stdout.fileno(), 65536):
+            pass
+    finally:
+        process.stdout.close()

@@ -1,0 +1,140 @@
+"""``python -m bench``: run the scenarios, write results, table and plot.
+
+Options: ``--smoke`` (tiny sizes, for the tests), ``--out DIR`` (default
+``docs/benchmarks``), ``--only SCENARIO`` (repeatable), ``--impl NAME``
+(repeatable; default all three), ``--profile DIR`` (py-spy flame graphs of
+every server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import resource
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from . import procs, report, scenarios
+from .client import new_http_session
+from .procs import RedisServer
+from .sizes import FULL, SMOKE, Sizes
+
+SCENARIOS = ("fanout", "close", "idle_memory", "churn")
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _raise_fd_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def run(
+    sizes: Sizes, chosen: list[str], impls: list[str]
+) -> list[dict[str, Any]]:
+    """Run the chosen scenarios against a fresh redis-server."""
+    results: list[dict[str, Any]] = []
+    redis_server = RedisServer()
+    redis_server.start()
+    try:
+        async with new_http_session() as http:
+            if {"fanout", "close"} & set(chosen):
+                cluster = scenarios.Cluster(redis_server.url, impls)
+                try:
+                    await cluster.warm_up(http)
+                    if "fanout" in chosen:
+                        results += await scenarios.fanout(cluster, http, sizes, _log)
+                    if "close" in chosen:
+                        results += await scenarios.cross_node_close(
+                            cluster, http, sizes, _log
+                        )
+                finally:
+                    cluster.stop()
+            if "idle_memory" in chosen:
+                results += await scenarios.idle_memory(
+                    redis_server.url, http, sizes, impls, _log
+                )
+            if "churn" in chosen:
+                results += await scenarios.churn(
+                    redis_server.url, http, sizes, impls, _log
+                )
+    finally:
+        redis_server.cleanup()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, run, and write ``results.json``, the tables and the plot."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    parser.add_argument("--only", action="append", choices=SCENARIOS)
+    parser.add_argument("--impl", action="append", choices=scenarios.IMPLS)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="record every server with py-spy; flame graphs go to DIR",
+    )
+    parser.add_argument(
+        "--profile-format",
+        choices=("flamegraph", "raw"),
+        default="flamegraph",
+        help="py-spy's output: SVG flame graphs or collapsed stacks",
+    )
+    options = parser.parse_args(argv)
+    if options.profile is not None:
+        options.profile.mkdir(parents=True, exist_ok=True)
+        procs.PROFILE_DIR = options.profile
+        procs.PROFILE_FORMAT = options.profile_format
+    sizes = SMOKE if options.smoke else FULL
+    chosen = options.only or list(SCENARIOS)
+    impls = options.impl or list(scenarios.IMPLS)
+    _raise_fd_limit()
+    # a terminated run still stops its servers and redis-server (finally blocks)
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    started = time.time()
+    results = asyncio.run(run(sizes, chosen, impls))
+    out: Path = options.out
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
+        "seconds": round(time.time() - started, 1),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": _cpu_count(),
+        "smoke": options.smoke,
+        "sizes": sizes.__dict__,
+    }
+    (out / "results.json").write_text(  # first: a report bug loses no run
+        json.dumps({"meta": meta, "results": results}, indent=1) + "\n"
+    )
+    table = report.rows(results)
+    (out / "results.md").write_text(report.markdown(table, meta))
+    (out / "results.rst").write_text(report.rst(table, meta))
+    report.plot(results, out / "results.png")
+    print(report.markdown(table, meta))
+    _log(f"wrote {out}/results.json, results.md, results.rst, results.png")
+    return 0
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

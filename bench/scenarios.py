@@ -1,0 +1,447 @@
+"""The four scenarios; each runs every implementation in the same run.
+
+Servers run in their own processes; this process is the load client. Within a
+repetition the implementations take turns, in an order that rotates, so drift
+in the machine's load falls on all of them alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any
+
+import aiohttp
+import redis.asyncio as redis
+
+from .client import TIMEOUT, LoadClient, Socket, Tally
+from .procs import ServerProcess
+from .sizes import Sizes
+from .summary import summarize
+
+IMPLS = ("ours", "raw", "socketio")
+CLUSTER_PREFIX = "bench-"
+POLL_INTERVAL = 0.005
+Log = Callable[[str], None]
+Result = dict[str, Any]
+
+
+def rotated(impls: Sequence[str], rep: int) -> list[str]:
+    """The implementations in the order of repetition ``rep``."""
+    shift = rep % len(impls)
+    return list(impls[shift:]) + list(impls[:shift])
+
+
+async def until(
+    check: Callable[[], Awaitable[bool]], what: str, timeout: float = TIMEOUT
+) -> None:
+    """Poll ``check`` until it holds; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        await asyncio.sleep(POLL_INTERVAL)
+
+
+async def until_sockets(
+    client: LoadClient, count: int, base_url: str | None = None
+) -> None:
+    """Wait until the server tracks exactly ``count`` sockets."""
+
+    async def check() -> bool:
+        stats = await client.get("/bench/stats", base_url)
+        return bool(stats["sockets"] == count)
+
+    await until(check, f"{client.impl} to track {count} sockets")
+
+
+async def open_sessions(
+    client: LoadClient, sessions: int, per_session: int, tally: Tally, limit: int
+) -> list[Socket]:
+    """Log ``sessions`` sessions in and open ``per_session`` sockets for each."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one_session() -> list[Socket]:
+        async with gate:
+            _, cookie = await client.login()
+            return [await client.open(cookie, tally) for _ in range(per_session)]
+
+    opened = await asyncio.gather(*(one_session() for _ in range(sessions)))
+    return list(itertools.chain.from_iterable(opened))
+
+
+async def close_sockets(sockets: Sequence[Socket], limit: int) -> None:
+    """Close the sockets from the client's side, ``limit`` at a time."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(socket: Socket) -> None:
+        async with gate:
+            await socket.close()
+
+    await asyncio.gather(*(one(s) for s in sockets))
+
+
+class Cluster:
+    """Nodes A and B of each implementation, all on one redis-server."""
+
+    def __init__(self, redis_url: str, impls: Sequence[str]) -> None:
+        self.redis_url = redis_url
+        self.nodes: dict[str, tuple[ServerProcess, ServerProcess]] = {}
+        try:
+            for impl in impls:
+                prefix = f"{CLUSTER_PREFIX}{impl}"
+                self.nodes[impl] = (
+                    ServerProcess(impl, redis_url, prefix),
+                    ServerProcess(impl, redis_url, prefix),
+                )
+        except BaseException:
+            self.stop()
+            raise
+
+    async def warm_up(self, http: aiohttp.ClientSession) -> None:
+        """Open and close a socket on every node, and close across nodes once.
+
+        That does lazy set-up (connection pools, listeners) before timing.
+        python-socketio starts its Redis listener on a node's first connection;
+        wait until both nodes listen, or the first close would be lost.
+        """
+        for impl, nodes in self.nodes.items():
+            for node in nodes:
+                client = LoadClient(http, impl, node.url)
+                _, cookie = await client.login()
+                socket = await client.open(cookie, Tally())
+                await until_sockets(client, 1)
+                await socket.close()
+                await until_sockets(client, 0)
+        await self._wait_listening()
+        sizes = Sizes(open_concurrency=10)
+        for impl, (a, b) in self.nodes.items():  # one logout each, for the pools
+            await _close_once(http, impl, a, b, 2, sizes)
+
+    async def _wait_listening(self) -> None:
+        if "socketio" in self.nodes:  # python-socketio listens once it has a client
+            listeners = redis.Redis.from_url(self.redis_url)
+            channel = f"{CLUSTER_PREFIX}socketio:socketio"
+
+            async def both_listen() -> bool:
+                numsub = await listeners.pubsub_numsub(channel)
+                return bool(numsub[0][1] == 2)
+
+            try:
+                await until(both_listen, "python-socketio nodes to listen")
+            finally:
+                await listeners.aclose()
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for a, b in self.nodes.values():
+            a.stop()
+            b.stop()
+
+
+async def redis_cpu(client: redis.Redis) -> float:
+    """CPU seconds redis-server has used (user + system)."""
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def fanout(
+    cluster: Cluster, http: aiohttp.ClientSession, sizes: Sizes, log: Log
+) -> list[Result]:
+    """Scenario 1: M small messages to every socket of N sessions, on node A."""
+    results: list[Result] = []
+    redis_client = redis.Redis.from_url(cluster.redis_url)
+    try:
+        for sessions in sizes.fanout_sessions:
+            results += await _fanout_size(
+                cluster, http, sizes, sessions, redis_client, log
+            )
+    finally:
+        await redis_client.aclose()
+    return results
+
+
+async def _fanout_size(
+    cluster: Cluster,
+    http: aiohttp.ClientSession,
+    sizes: Sizes,
+    sessions: int,
+    redis_client: redis.Redis,
+    log: Log,
+) -> list[Result]:
+    per_session = sizes.sockets_per_session
+    sockets_total = sessions * per_session
+    rounds = max(1, sizes.fanout_deliveries // sockets_total)
+    expected = sockets_total * rounds
+    impls = list(cluster.nodes)
+    clients = {i: LoadClient(http, i, cluster.nodes[i][0].url) for i in impls}
+    tallies = {i: Tally() for i in impls}
+    sockets: dict[str, list[Socket]] = {}
+    for impl in impls:
+        sockets[impl] = await open_sessions(
+            clients[impl], sessions, per_session, tallies[impl], sizes.open_concurrency
+        )
+        await until_sockets(clients[impl], sockets_total)
+    log(f"fan-out: {sessions} sessions x {per_session} sockets, {rounds} rounds")
+    # thousands of client sockets make the load client's full collections slow
+    # and erratic; keep them out of the delivery times
+    gc.collect()
+    gc.freeze()
+    samples: dict[str, dict[str, list[float]]] = {
+        i: {"cpu_us_per_msg": [], "msgs_per_s": [], "redis_cpu_us_per_msg": []}
+        for i in impls
+    }
+    for rep in range(sizes.fanout_reps):
+        for impl in rotated(impls, rep):
+            client, tally = clients[impl], tallies[impl]
+            tally.reset(expected)
+            cpu_before = (await client.get("/bench/stats"))["cpu"]
+            redis_before = await redis_cpu(redis_client)
+            started = time.perf_counter()
+            reply = await client.post(f"/bench/fanout?m={rounds}")
+            if reply["sent"] != expected:
+                raise RuntimeError(f"{impl} sent {reply['sent']} of {expected}")
+            await asyncio.wait_for(tally.done.wait(), TIMEOUT * 4)
+            elapsed = tally.last_at - started
+            cpu_after = (await client.get("/bench/stats"))["cpu"]
+            redis_after = await redis_cpu(redis_client)
+            sample = samples[impl]
+            sample["cpu_us_per_msg"].append((cpu_after - cpu_before) * 1e6 / expected)
+            sample["msgs_per_s"].append(expected / elapsed)
+            sample["redis_cpu_us_per_msg"].append(
+                (redis_after - redis_before) * 1e6 / expected
+            )
+    gc.unfreeze()
+    for impl in impls:
+        await close_sockets(sockets[impl], sizes.open_concurrency)
+        await until_sockets(clients[impl], 0)
+    return [
+        {
+            "scenario": "fanout",
+            "impl": impl,
+            "sessions": sessions,
+            "sockets": sockets_total,
+            "rounds": rounds,
+            **{name: summarize(values) for name, values in samples[impl].items()},
+        }
+        for impl in impls
+    ]
+
+
+async def cross_node_close(
+    cluster: Cluster, http: aiohttp.ClientSession, sizes: Sizes, log: Log
+) -> list[Result]:
+    """Scenario 2: K sockets of one session on node B; close-all asked on node A."""
+    impls = list(cluster.nodes)
+    results: list[Result] = []
+    for k in sizes.close_sockets:
+        log(f"cross-node close: {k} socket(s) on B, {sizes.close_reps} repetitions")
+        latencies: dict[str, list[float]] = {i: [] for i in impls}
+        for rep in range(sizes.close_reps):
+            for impl in rotated(impls, rep):
+                a, b = cluster.nodes[impl]
+                latencies[impl].append(await _close_once(http, impl, a, b, k, sizes))
+        results += [
+            {
+                "scenario": "close",
+                "impl": impl,
+                "sockets": k,
+                "latency_ms": summarize(latencies[impl]),
+            }
+            for impl in impls
+        ]
+    return results
+
+
+async def _close_once(
+    http: aiohttp.ClientSession,
+    impl: str,
+    a: ServerProcess,
+    b: ServerProcess,
+    k: int,
+    sizes: Sizes,
+) -> float:
+    client = LoadClient(http, impl, a.url)
+    session, cookie = await client.login()
+    tally = Tally()
+    gate = asyncio.Semaphore(sizes.open_concurrency)
+
+    async def open_on_b() -> Socket:
+        async with gate:
+            return await client.open(cookie, tally, base_url=b.url)
+
+    sockets = await asyncio.gather(*(open_on_b() for _ in range(k)))
+    await until_sockets(client, k, b.url)
+
+    async def cluster_ready() -> bool:
+        reply = await client.get(f"/bench/ready?session={session}&expected={k}")
+        return bool(reply["ready"])
+
+    await until(cluster_ready, f"{impl} cluster to know {k} sockets")
+    started = time.perf_counter()
+    asked = asyncio.create_task(client.post("/bench/logout", cookie))
+    await asyncio.wait_for(asyncio.gather(*(s.closed.wait() for s in sockets)), TIMEOUT)
+    latency = max(s.closed_at for s in sockets) - started
+    await asyncio.wait_for(asked, TIMEOUT)
+    await asyncio.wait_for(asyncio.gather(*(s.reader for s in sockets)), TIMEOUT)
+    await until_sockets(client, 0, b.url)
+    return latency * 1000
+
+
+async def idle_memory(
+    redis_url: str,
+    http: aiohttp.ClientSession,
+    sizes: Sizes,
+    impls: Sequence[str],
+    log: Log,
+) -> list[Result]:
+    """Scenario 3: server RSS per idle tracked websocket; a fresh server each time."""
+    per_socket: dict[str, list[float]] = {i: [] for i in impls}
+    count = sizes.idle_connections
+    sessions = max(1, count // sizes.sockets_per_session)
+    count = sessions * sizes.sockets_per_session
+    log(f"idle memory: {count} connections, {sizes.idle_reps} repetitions")
+    for rep in range(sizes.idle_reps):
+        for impl in rotated(impls, rep):
+            node = ServerProcess(impl, redis_url, f"bench-idle-{impl}-{rep}")
+            try:
+                client = LoadClient(http, impl, node.url)
+                warm = await open_sessions(client, 5, 2, Tally(), 10)
+                await until_sockets(client, 10)
+                await close_sockets(warm, 10)
+                await until_sockets(client, 0)
+                before = await client.get("/bench/stats?full=1")
+                held = await open_sessions(
+                    client,
+                    sessions,
+                    sizes.sockets_per_session,
+                    Tally(),
+                    sizes.open_concurrency,
+                )
+                await until_sockets(client, count)
+                after = await client.get("/bench/stats?full=1")
+                per_socket[impl].append((after["rss"] - before["rss"]) / count / 1024)
+                await close_sockets(held, sizes.open_concurrency)
+            finally:
+                node.stop()
+    return [
+        {
+            "scenario": "idle_memory",
+            "impl": impl,
+            "sockets": count,
+            "kib_per_socket": summarize(per_socket[impl]),
+        }
+        for impl in impls
+    ]
+
+
+def _blocks(total: int, blocks: int) -> Iterator[int]:
+    size, extra = divmod(total, blocks)
+    for index in range(blocks):
+        yield size + (1 if index < extra else 0)
+
+
+async def churn(
+    redis_url: str,
+    http: aiohttp.ClientSession,
+    sizes: Sizes,
+    impls: Sequence[str],
+    log: Log,
+) -> list[Result]:
+    """Scenario 4: open and close sockets in a loop; state must return to empty."""
+    log(f"churn: {sizes.churn_cycles} cycles, {sizes.churn_workers} workers")
+    return [await _churn_one(redis_url, http, sizes, impl) for impl in impls]
+
+
+async def _churn_one(
+    redis_url: str, http: aiohttp.ClientSession, sizes: Sizes, impl: str
+) -> Result:
+    node = ServerProcess(impl, redis_url, f"bench-churn-{impl}")
+    try:
+        client = LoadClient(http, impl, node.url)
+        cookies = [(await client.login())[1] for _ in range(sizes.churn_workers)]
+        tally = Tally()
+
+        async def cycle(cookie: str, number: int) -> None:
+            socket = await client.open(cookie, tally)
+            if number % sizes.churn_logout_every:
+                await socket.close()
+                return
+            # now and then the server closes it: a logout, close-all included
+            await client.post("/bench/logout", cookie)
+            await asyncio.wait_for(socket.closed.wait(), TIMEOUT)
+            await asyncio.wait_for(socket.reader, TIMEOUT)
+
+        async def worker(cookie: str, cycles: int) -> None:
+            for number in range(cycles):
+                await cycle(cookie, number)
+
+        async def run(cycles: int) -> float:
+            shares = _blocks(cycles, sizes.churn_workers)
+            started = time.perf_counter()
+            await asyncio.gather(
+                *(worker(c, n) for c, n in zip(cookies, shares, strict=True))
+            )
+            return cycles / (time.perf_counter() - started)
+
+        await run(sizes.churn_warmup)
+        before, _ = await _settle(client, sizes.churn_settle_timeout)
+        rates = [await run(n) for n in _blocks(sizes.churn_cycles, sizes.churn_blocks)]
+        after, settle_s = await _settle(
+            client, sizes.churn_settle_timeout, int(before["tasks"])
+        )
+        return {
+            "scenario": "churn",
+            "impl": impl,
+            "cycles": sizes.churn_cycles,
+            "logout_every": sizes.churn_logout_every,
+            "cycles_per_s": summarize(rates),
+            "empty": _idle(after) and after["tasks"] <= before["tasks"],
+            "settle_s": settle_s,
+            "before": before,
+            "after": after,
+            "rss_growth_kib": (after["rss"] - before["rss"]) / 1024,
+        }
+    finally:
+        node.stop()
+
+
+QUIET = 1.0
+"""How long the task count must stay put for a state to count as settled."""
+
+
+async def _settle(
+    client: LoadClient, timeout: float, tasks_at_most: int | None = None
+) -> tuple[dict[str, Any], float]:
+    """Wait (bounded) until nothing is tracked and the task count holds still.
+
+    With ``tasks_at_most``, also until there are no more tasks than that.
+    Returns the last state seen, and how long it took.
+    """
+    started = time.perf_counter()
+    deadline = started + timeout
+    steady_since, last_tasks = started, -1
+    while True:
+        state = await client.get("/bench/stats?full=1")
+        now = time.perf_counter()
+        if state["tasks"] != last_tasks:
+            steady_since, last_tasks = now, state["tasks"]
+        fewer = tasks_at_most is None or state["tasks"] <= tasks_at_most
+        if _idle(state) and fewer and now - steady_since >= QUIET:
+            return state, steady_since - started
+        if now > deadline:
+            return state, now - started
+        await asyncio.sleep(QUIET / 10)
+
+
+def _idle(state: dict[str, Any]) -> bool:
+    """Nothing tracked: no socket, session, per-connection state or live ws."""
+    return (
+        state["sockets"] == 0
+        and state["sessions"] == 0
+        and all(value == 0 for value in state["leftovers"].values())
+        and state["ws_objects_alive"] == 0
+    )

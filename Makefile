@@ -40,7 +40,7 @@ pytest: $(STAMP) redis-server
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
-# The full benchmark suite (about 7 minutes); the tests run its smoke size.
+# The full benchmark suite (about 4 minutes); the tests run its smoke size.
 bench: $(STAMP) redis-server
 	$(BIN)/python -m bench --out docs/benchmarks
 

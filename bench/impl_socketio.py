@@ -22,7 +22,8 @@ from .server_common import PROBE, Probe, base_app, fanout_request, session_id_of
 WS_PATH = "/socket.io/"
 DISCONNECT_CONCURRENCY = 20
 """Disconnects in flight at once: faster than one by one, and well inside the
-manager's Redis pool (100 connections), which fails a publish beyond that."""
+manager's Redis pool (100 connections in redis-py 8), which fails a publish
+beyond that."""
 
 
 class SessionRooms:

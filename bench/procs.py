@@ -33,7 +33,7 @@ class ServerProcess:
             cwd=ROOT,
             stdout=subprocess.PIPE,
             bufsize=0,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_parent(os.getpid()),
         )
         self.port = self._wait_ready()
         self.url = f"http://127.0.0.1:{self.port}"

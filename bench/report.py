@@ -134,6 +134,17 @@ def rows(results: list[Result]) -> list[dict[str, str]]:
             row[impl] = NONE if found is None else ("yes" if found["empty"] else "NO")
         row["vs raw"] = row["vs socketio"] = ""
         table.append(row)
+        row = {"figure": "churn: tasks before any socket / baseline / after"}
+        for impl in ("ours", "raw", "socketio"):
+            found = _find(churned, impl=impl)
+            row[impl] = (
+                NONE
+                if found is None
+                else f"{found['tasks_fresh']} / {found['before']['tasks']} / "
+                f"{found['after']['tasks']}"
+            )
+        row["vs raw"] = row["vs socketio"] = ""
+        table.append(row)
         row = {"figure": "churn: seconds until empty"}
         for impl in ("ours", "raw", "socketio"):
             found = _find(churned, impl=impl)

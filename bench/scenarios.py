@@ -12,7 +12,7 @@ import gc
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import redis.asyncio as redis
@@ -27,12 +27,13 @@ CLUSTER_PREFIX = "bench-"
 POLL_INTERVAL = 0.005
 Log = Callable[[str], None]
 Result = dict[str, Any]
+_T = TypeVar("_T")
 
 
-def rotated(impls: Sequence[str], rep: int) -> list[str]:
-    """The implementations in the order of repetition ``rep``."""
-    shift = rep % len(impls)
-    return list(impls[shift:]) + list(impls[:shift])
+def rotated(items: Sequence[_T], rep: int) -> list[_T]:
+    """The implementations (or their runs) in the order of repetition ``rep``."""
+    shift = rep % len(items)
+    return list(items[shift:]) + list(items[:shift])
 
 
 async def until(
@@ -142,35 +143,18 @@ class Cluster:
             b.stop()
 
 
-async def redis_cpu(client: redis.Redis) -> float:
-    """CPU seconds redis-server has used (user + system)."""
-    info = await client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
 async def fanout(
     cluster: Cluster, http: aiohttp.ClientSession, sizes: Sizes, log: Log
 ) -> list[Result]:
     """Scenario 1: M small messages to every socket of N sessions, on node A."""
     results: list[Result] = []
-    redis_client = redis.Redis.from_url(cluster.redis_url)
-    try:
-        for sessions in sizes.fanout_sessions:
-            results += await _fanout_size(
-                cluster, http, sizes, sessions, redis_client, log
-            )
-    finally:
-        await redis_client.aclose()
+    for sessions in sizes.fanout_sessions:
+        results += await _fanout_size(cluster, http, sizes, sessions, log)
     return results
 
 
 async def _fanout_size(
-    cluster: Cluster,
-    http: aiohttp.ClientSession,
-    sizes: Sizes,
-    sessions: int,
-    redis_client: redis.Redis,
-    log: Log,
+    cluster: Cluster, http: aiohttp.ClientSession, sizes: Sizes, sessions: int, log: Log
 ) -> list[Result]:
     per_session = sizes.sockets_per_session
     sockets_total = sessions * per_session
@@ -186,35 +170,31 @@ async def _fanout_size(
         )
         await until_sockets(clients[impl], sockets_total)
     log(f"fan-out: {sessions} sessions x {per_session} sockets, {rounds} rounds")
+    samples: dict[str, dict[str, list[float]]] = {
+        i: {"cpu_us_per_msg": [], "msgs_per_s": []} for i in impls
+    }
     # thousands of client sockets make the load client's full collections slow
     # and erratic; keep them out of the delivery times
     gc.collect()
     gc.freeze()
-    samples: dict[str, dict[str, list[float]]] = {
-        i: {"cpu_us_per_msg": [], "msgs_per_s": [], "redis_cpu_us_per_msg": []}
-        for i in impls
-    }
-    for rep in range(sizes.fanout_reps):
-        for impl in rotated(impls, rep):
-            client, tally = clients[impl], tallies[impl]
-            tally.reset(expected)
-            cpu_before = (await client.get("/bench/stats"))["cpu"]
-            redis_before = await redis_cpu(redis_client)
-            started = time.perf_counter()
-            reply = await client.post(f"/bench/fanout?m={rounds}")
-            if reply["sent"] != expected:
-                raise RuntimeError(f"{impl} sent {reply['sent']} of {expected}")
-            await asyncio.wait_for(tally.done.wait(), TIMEOUT * 4)
-            elapsed = tally.last_at - started
-            cpu_after = (await client.get("/bench/stats"))["cpu"]
-            redis_after = await redis_cpu(redis_client)
-            sample = samples[impl]
-            sample["cpu_us_per_msg"].append((cpu_after - cpu_before) * 1e6 / expected)
-            sample["msgs_per_s"].append(expected / elapsed)
-            sample["redis_cpu_us_per_msg"].append(
-                (redis_after - redis_before) * 1e6 / expected
-            )
-    gc.unfreeze()
+    try:
+        for rep in range(sizes.fanout_reps):
+            for impl in rotated(impls, rep):
+                client, tally = clients[impl], tallies[impl]
+                tally.reset(expected)
+                cpu_before = (await client.get("/bench/stats"))["cpu"]
+                started = time.perf_counter()
+                reply = await client.post(f"/bench/fanout?m={rounds}")
+                if reply["sent"] != expected:
+                    raise RuntimeError(f"{impl} sent {reply['sent']} of {expected}")
+                await asyncio.wait_for(tally.done.wait(), TIMEOUT * 4)
+                elapsed = tally.last_at - started
+                cpu_after = (await client.get("/bench/stats"))["cpu"]
+                cpu_us = (cpu_after - cpu_before) * 1e6
+                samples[impl]["cpu_us_per_msg"].append(cpu_us / expected)
+                samples[impl]["msgs_per_s"].append(expected / elapsed)
+    finally:
+        gc.unfreeze()
     for impl in impls:
         await close_sockets(sockets[impl], sizes.open_concurrency)
         await until_sockets(clients[impl], 0)
@@ -283,9 +263,14 @@ async def _close_once(
     await until(cluster_ready, f"{impl} cluster to know {k} sockets")
     started = time.perf_counter()
     asked = asyncio.create_task(client.post("/bench/logout", cookie))
-    await asyncio.wait_for(asyncio.gather(*(s.closed.wait() for s in sockets)), TIMEOUT)
-    latency = max(s.closed_at for s in sockets) - started
-    await asyncio.wait_for(asked, TIMEOUT)
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(s.closed.wait() for s in sockets)), TIMEOUT
+        )
+        latency = max(s.closed_at for s in sockets) - started
+        await asyncio.wait_for(asked, TIMEOUT)
+    finally:
+        asked.cancel()
     await asyncio.wait_for(asyncio.gather(*(s.reader for s in sockets)), TIMEOUT)
     await until_sockets(client, 0, b.url)
     return latency * 1000
@@ -351,62 +336,95 @@ async def churn(
     impls: Sequence[str],
     log: Log,
 ) -> list[Result]:
-    """Scenario 4: open and close sockets in a loop; state must return to empty."""
+    """Scenario 4: open and close sockets in a loop; state must return to empty.
+
+    Each implementation has a fresh server; their blocks of cycles take turns.
+    """
     log(f"churn: {sizes.churn_cycles} cycles, {sizes.churn_workers} workers")
-    return [await _churn_one(redis_url, http, sizes, impl) for impl in impls]
-
-
-async def _churn_one(
-    redis_url: str, http: aiohttp.ClientSession, sizes: Sizes, impl: str
-) -> Result:
-    node = ServerProcess(impl, redis_url, f"bench-churn-{impl}")
+    runs: list[_Churn] = []
     try:
-        client = LoadClient(http, impl, node.url)
-        cookies = [(await client.login())[1] for _ in range(sizes.churn_workers)]
-        tally = Tally()
+        for impl in impls:
+            node = ServerProcess(impl, redis_url, f"bench-churn-{impl}")
+            runs.append(_Churn(node, LoadClient(http, impl, node.url), sizes))
+        for run in runs:
+            await run.prepare()
+        blocks = list(_blocks(sizes.churn_cycles, sizes.churn_blocks))
+        for index, cycles in enumerate(blocks):
+            for run in rotated(runs, index):
+                await run.block(cycles)
+                if index == len(blocks) - 1:
+                    await run.finish()
+    finally:
+        for run in runs:
+            run.node.stop()
+    return [run.result for run in runs]
 
-        async def cycle(cookie: str, number: int) -> None:
-            socket = await client.open(cookie, tally)
-            if number % sizes.churn_logout_every:
+
+class _Churn:
+    """The churn of one implementation: a fresh server, and workers that cycle."""
+
+    def __init__(self, node: ServerProcess, client: LoadClient, sizes: Sizes) -> None:
+        self.node = node
+        self.client = client
+        self.sizes = sizes
+        self.cookies: list[str] = []
+        self.tally = Tally()
+        self.rates: list[float] = []
+        self.before: dict[str, Any] = {}
+        self.fresh_tasks = 0
+        """Tasks before the first websocket (lazy set-up may add a few)."""
+        self.result: Result = {}
+
+    async def prepare(self) -> None:
+        """Log the workers in, warm up, and take the settled state as baseline."""
+        for _ in range(self.sizes.churn_workers):
+            self.cookies.append((await self.client.login())[1])
+        self.fresh_tasks = int((await self.client.get("/bench/stats"))["tasks"])
+        await self._run(self.sizes.churn_warmup)
+        self.before, _ = await _settle(self.client, self.sizes.churn_settle_timeout)
+
+    async def block(self, cycles: int) -> None:
+        """Run one timed block of cycles."""
+        self.rates.append(await self._run(cycles))
+
+    async def finish(self) -> None:
+        """Wait (bounded) for the state to return to the baseline; keep the result."""
+        ended = time.perf_counter()
+        after, settled_at = await _settle(
+            self.client, self.sizes.churn_settle_timeout, int(self.before["tasks"])
+        )
+        self.result = {
+            "scenario": "churn",
+            "impl": self.node.impl,
+            "cycles": self.sizes.churn_cycles,
+            "logout_every": self.sizes.churn_logout_every,
+            "cycles_per_s": summarize(self.rates),
+            "empty": _idle(after) and after["tasks"] <= self.before["tasks"],
+            "settle_s": settled_at - ended,
+            "tasks_fresh": self.fresh_tasks,
+            "before": self.before,
+            "after": after,
+            "rss_growth_kib": (after["rss"] - self.before["rss"]) / 1024,
+        }
+
+    async def _run(self, cycles: int) -> float:
+        shares = _blocks(cycles, self.sizes.churn_workers)
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(self._worker(c, n) for c, n in zip(self.cookies, shares, strict=True))
+        )
+        return cycles / (time.perf_counter() - started)
+
+    async def _worker(self, cookie: str, cycles: int) -> None:
+        for number in range(cycles):
+            socket = await self.client.open(cookie, self.tally)
+            if number % self.sizes.churn_logout_every:
                 await socket.close()
-                return
+                continue
             # now and then the server closes it: a logout, close-all included
-            await client.post("/bench/logout", cookie)
+            await self.client.post("/bench/logout", cookie)
             await asyncio.wait_for(socket.closed.wait(), TIMEOUT)
             await asyncio.wait_for(socket.reader, TIMEOUT)
-
-        async def worker(cookie: str, cycles: int) -> None:
-            for number in range(cycles):
-                await cycle(cookie, number)
-
-        async def run(cycles: int) -> float:
-            shares = _blocks(cycles, sizes.churn_workers)
-            started = time.perf_counter()
-            await asyncio.gather(
-                *(worker(c, n) for c, n in zip(cookies, shares, strict=True))
-            )
-            return cycles / (time.perf_counter() - started)
-
-        await run(sizes.churn_warmup)
-        before, _ = await _settle(client, sizes.churn_settle_timeout)
-        rates = [await run(n) for n in _blocks(sizes.churn_cycles, sizes.churn_blocks)]
-        after, settle_s = await _settle(
-            client, sizes.churn_settle_timeout, int(before["tasks"])
-        )
-        return {
-            "scenario": "churn",
-            "impl": impl,
-            "cycles": sizes.churn_cycles,
-            "logout_every": sizes.churn_logout_every,
-            "cycles_per_s": summarize(rates),
-            "empty": _idle(after) and after["tasks"] <= before["tasks"],
-            "settle_s": settle_s,
-            "before": before,
-            "after": after,
-            "rss_growth_kib": (after["rss"] - before["rss"]) / 1024,
-        }
-    finally:
-        node.stop()
 
 
 QUIET = 1.0
@@ -419,7 +437,8 @@ async def _settle(
     """Wait (bounded) until nothing is tracked and the task count holds still.
 
     With ``tasks_at_most``, also until there are no more tasks than that.
-    Returns the last state seen, and how long it took.
+    Returns the last state seen, and when (``perf_counter``) it was reached:
+    the first poll of the final task count, or the deadline.
     """
     started = time.perf_counter()
     deadline = started + timeout
@@ -427,13 +446,13 @@ async def _settle(
     while True:
         state = await client.get("/bench/stats?full=1")
         now = time.perf_counter()
-        if state["tasks"] != last_tasks:
-            steady_since, last_tasks = now, state["tasks"]
         fewer = tasks_at_most is None or state["tasks"] <= tasks_at_most
-        if _idle(state) and fewer and now - steady_since >= QUIET:
-            return state, steady_since - started
+        if state["tasks"] != last_tasks or not (_idle(state) and fewer):
+            steady_since, last_tasks = now, state["tasks"]
+        elif now - steady_since >= QUIET:
+            return state, steady_since
         if now > deadline:
-            return state, now - started
+            return state, now
         await asyncio.sleep(QUIET / 10)
 
 

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 
 READY_TIMEOUT = 10.0
 
@@ -21,14 +22,23 @@ _PRCTL = ctypes.CDLL(None).prctl if sys.platform == "linux" else None
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """In a child before exec: get SIGTERM when the parent dies (Linux only).
+def die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGTERM when ``parent`` dies (Linux only).
 
-    A test run or benchmark that is killed then leaves no server behind. The
-    function is looked up beforehand, so the child only makes the call.
+    A test run or benchmark that is killed then leaves no server behind. Linux
+    sends the signal when the *thread* that started the child ends, so start
+    children from the main thread. ``prctl`` is looked up beforehand, so the
+    child only makes the call; if the parent died before it, the child exits.
     """
-    if _PRCTL is not None:
+
+    def arm() -> None:
+        if _PRCTL is None:
+            return
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arm
 
 
 def free_port() -> int:
@@ -73,7 +83,7 @@ class RedisServer:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             bufsize=0,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with_parent(os.getpid()),
         )
         self._wait_ready(self.process)
         # keep reading its log, so that a chatty server never blocks on the pipe

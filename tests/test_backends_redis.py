@@ -394,7 +394,7 @@ async def test_a_burst_of_requests_waits_for_a_pooled_connection(
     """More concurrent reads than the pool holds queue up; no false outage."""
     node = await make_node(redis_server.url)
     registry = registry_of(node)
-    burst = 300  # above redis-py's default pool size of 100 connections
+    burst = 300  # above redis-py 8's default pool size of 100 connections
     counts = await asyncio.wait_for(
         asyncio.gather(*(registry.count_connections(f"s{n}") for n in range(burst))),
         TIMEOUT,

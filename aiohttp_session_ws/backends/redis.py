@@ -45,8 +45,8 @@ class RedisBackend(Backend):
     :param redis: a Redis URL (``redis://127.0.0.1:6379/0``; the backend then
         owns the client, whose pool holds :data:`POOL_SIZE` connections that
         commands wait for, and closes it on stop) or a ``redis.asyncio.Redis``
-        (give it a ``BlockingConnectionPool``: redis-py's default pool fails a
-        command when its connections are all busy).
+        (give it a ``BlockingConnectionPool``: since redis-py 8 the default
+        pool fails a command when its 100 connections are all busy).
     :param prefix: the prefix of every key and channel; nodes sharing a prefix
         on one Redis form a cluster.
     :param node_ttl: a node that stops heartbeating (killed, frozen, cut off)

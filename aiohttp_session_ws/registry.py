@@ -284,24 +284,29 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         It takes an id, not a request, because by the time it runs the request's
         session may already hold a new one.
         """
-        closed = await _close_sockets(
-            self._sockets.get(session_ws_id, ()), WSCloseCode.OK, b""
+        # concurrently: a local client that does not answer the close frame
+        # keeps close() waiting for seconds, and the other nodes need not wait
+        local, elsewhere = await asyncio.gather(
+            _close_sockets(self._sockets.get(session_ws_id, ()), WSCloseCode.OK, b""),
+            self._close_session_elsewhere(wire_id(session_ws_id)),
         )
-        session = wire_id(session_ws_id)
+        return local + elsewhere
+
+    async def _close_session_elsewhere(self, session: str) -> int:
+        """Record the close-all and ask the nodes holding the session to close."""
         try:
             marked = await self.backend.mark_session_closed(session)
         except Exception as exc:
             logger.warning(
-                "Backend unavailable (%s): closed %d local websocket(s) of %s; "
+                "Backend unavailable (%s): closing the local websockets of %s; "
                 "the other nodes follow when it is back",
                 exc,
-                closed,
                 redact(session),
                 exc_info=not isinstance(exc, BackendUnavailableError),
             )
             self._remember_close(session)
-            return closed
-        closed += await self._close_on_nodes(marked.nodes, {"session": session})
+            return 0
+        closed = await self._close_on_nodes(marked.nodes, {"session": session})
         if not self.backend.healthy:  # it failed meanwhile: send again once back
             self._remember_close(session)
         return closed

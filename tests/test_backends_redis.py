@@ -19,6 +19,7 @@ from aiohttp_session_ws import (
     RedisBackend,
     RedisSessionWSRegistry,
     SessionWSRegistry,
+    session_ws,
 )
 
 from .apps import (
@@ -117,6 +118,43 @@ async def test_logout_on_one_node_closes_the_session_everywhere(
     await handler_exits(node_b, 2)
     assert await registry_b.count_connections(session_id) == 0
     assert await registry_a.connected_sessions() == frozenset()
+
+
+NEXT_EVENT: web.AppKey[asyncio.Event] = web.AppKey("next_event", asyncio.Event)
+
+
+async def push_only(request: web.Request) -> web.WebSocketResponse:
+    """A notification feed: it sends, then awaits the next event; it never reads."""
+    async with session_ws(request) as ws:
+        await ws.send_str("tick")
+        await asyncio.wait_for(request.app[NEXT_EVENT].wait(), 4 * TIMEOUT)
+    return ws
+
+
+async def test_a_silent_local_tab_does_not_hold_up_the_other_nodes(
+    aiohttp_client: AiohttpClient, redis_server: RedisServer, prefix: str
+) -> None:
+    """Local and remote sockets close at once: B need not wait for A's close."""
+    registry = RedisSessionWSRegistry(redis_server.url, prefix=prefix)
+    app_a = build_app(registry, routes=[web.get("/logout", logout)])
+    app_a.router.add_get("/feed", push_only)
+    app_a[NEXT_EVENT] = next_event = asyncio.Event()
+    node_a = await aiohttp_client(app_a)
+    node_b = await aiohttp_client(
+        build_app(RedisSessionWSRegistry(redis_server.url, prefix=prefix))
+    )
+    tab_a = await node_a.ws_connect("/feed")
+    assert (await tab_a.receive(timeout=TIMEOUT)).data == "tick"
+    share_session(node_a, node_b)
+    tab_b = await open_ws(node_b)
+    assert await registry.count_connections(cookie_ws_id(node_a)) == 2
+    # tab A's client is silent (asleep, or its network gone): A's close frame
+    # gets no answer, and A's close() waits for one up to 10 s
+    async with node_a.get("/logout") as response:
+        assert response.status == 200
+    assert await expect_close(tab_b) == WSCloseCode.OK
+    assert await expect_close(tab_a) == WSCloseCode.OK
+    next_event.set()
 
 
 async def test_nodes_without_the_session_are_not_asked(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import matplotlib.pyplot as plt
 
 Result = dict[str, Any]
 NONE = "n/a"
+IMPLS = ("ours", "raw", "socketio")
 RATES = {"msgs_per_s", "cycles_per_s"}
 """Higher is better: their tail is the p1, the slowest repetitions."""
 
@@ -32,130 +35,136 @@ def _find(results: list[Result], **match: Any) -> Result | None:
     return None
 
 
+@dataclass(frozen=True)
+class Figure:
+    """One kind of table row: a metric of a scenario, per group of results."""
+
+    scenario: str
+    metric: str
+    label: str
+    """Formatted with the result's fields, e.g. ``{sessions}``."""
+    fmt: str
+    group: str | None = None
+    """The result field that tells rows of the scenario apart, if any."""
+    targeted: Callable[[Result], bool] = lambda result: False
+    """Whether the issue sets a target for this row."""
+
+
+FIGURES = [
+    Figure(
+        "fanout",
+        "cpu_us_per_msg",
+        "fan-out, {sessions} sessions: server CPU µs/msg",
+        ".2f",
+        "sessions",
+        lambda result: True,
+    ),
+    Figure(
+        "fanout",
+        "msgs_per_s",
+        "fan-out, {sessions} sessions: delivered msgs/s (client-bound; higher "
+        "is better)",
+        ",.0f",
+        "sessions",
+    ),
+    Figure(
+        "close",
+        "latency_ms",
+        "cross-node close, {sockets} socket(s): ms",
+        ".2f",
+        "sockets",
+        lambda result: bool(result["sockets"] == 100),
+    ),
+    Figure(
+        "idle_memory",
+        "kib_per_socket",
+        "idle memory, {sockets} sockets: KiB/socket",
+        ".1f",
+        targeted=lambda result: True,
+    ),
+    Figure(
+        "churn",
+        "cycles_per_s",
+        "churn, {cycles} cycles: cycles/s (higher is better)",
+        ",.0f",
+    ),
+]
+
+
+def _measured_row(
+    results: list[Result], figure: Figure, ours: Result
+) -> dict[str, str]:
+    match = {} if figure.group is None else {figure.group: ours[figure.group]}
+    found = {
+        i: _find(results, scenario=figure.scenario, impl=i, **match) for i in IMPLS
+    }
+    row = {"figure": figure.label.format(**ours)}
+    tail = "p1" if figure.metric in RATES else "p99"
+    for impl, result in found.items():
+        if result is None:
+            row[impl] = NONE
+            continue
+        summary = result[figure.metric]
+        row[impl] = (
+            f"{summary['median']:{figure.fmt}} ({tail} {summary[tail]:{figure.fmt}})"
+        )
+    for base in ("raw", "socketio"):
+        result = found[base]
+        denominator = None if result is None else result[figure.metric]["median"]
+        if not denominator:
+            row[f"vs {base}"] = NONE
+            continue
+        ratio = ours[figure.metric]["median"] / denominator
+        target = TARGETS.get((figure.scenario, base)) if figure.targeted(ours) else None
+        if target is None:
+            row[f"vs {base}"] = f"{ratio:.2f}x"
+        else:
+            verdict = "✓" if ratio <= target else "✗"
+            row[f"vs {base}"] = f"{ratio:.2f}x (≤ {target}) {verdict}"
+    return row
+
+
+def _churn_row(
+    churned: list[Result], label: str, cell: Callable[[Result], str]
+) -> dict[str, str]:
+    row = {"figure": label, "vs raw": "", "vs socketio": ""}
+    for impl in IMPLS:
+        found = _find(churned, impl=impl)
+        row[impl] = NONE if found is None else cell(found)
+    return row
+
+
+def _settled(result: Result) -> str:
+    if result["empty"]:
+        return f"{result['settle_s']:.2f}"
+    return f"not within {result['settle_s']:.0f}"
+
+
 def rows(results: list[Result]) -> list[dict[str, str]]:
     """One table row per measured figure: each implementation, and the ratios."""
     table: list[dict[str, str]] = []
-
-    def add(
-        scenario: str,
-        label: str,
-        metric: str,
-        match: dict[str, Any],
-        fmt: str,
-        target_kind: str | None,
-    ) -> None:
-        found = {
-            i: _find(results, scenario=scenario, impl=i, **match)
-            for i in ("ours", "raw", "socketio")
-        }
-        ours = found["ours"]
-        if ours is None:
-            return
-        row = {"figure": label}
-        for impl, result in found.items():
-            if result is None:
-                row[impl] = NONE
-                continue
-            summary = result[metric]
-            tail = "p1" if metric in RATES else "p99"
-            row[impl] = f"{summary['median']:{fmt}} ({tail} {summary[tail]:{fmt}})"
-        for base in ("raw", "socketio"):
-            result = found[base]
-            if result is None:
-                row[f"vs {base}"] = NONE
-                continue
-            denominator = result[metric]["median"]
-            if not denominator:
-                row[f"vs {base}"] = NONE
-                continue
-            ratio = ours[metric]["median"] / denominator
-            target = TARGETS.get((target_kind, base)) if target_kind else None
-            verdict = "" if target is None else (" ✓" if ratio <= target else " ✗")
-            bound = "" if target is None else f" (≤ {target})"
-            row[f"vs {base}"] = f"{ratio:.2f}x{bound}{verdict}"
-        table.append(row)
-
-    for result in results:
-        if result["scenario"] == "fanout" and result["impl"] == "ours":
-            n = result["sessions"]
-            add(
-                "fanout",
-                f"fan-out, {n} sessions: server CPU µs/msg",
-                "cpu_us_per_msg",
-                {"sessions": n},
-                ".2f",
-                "fanout",
-            )
-            add(
-                "fanout",
-                f"fan-out, {n} sessions: delivered msgs/s (client-bound; higher "
-                "is better)",
-                "msgs_per_s",
-                {"sessions": n},
-                ",.0f",
-                None,
-            )
-    for result in results:
-        if result["scenario"] == "close" and result["impl"] == "ours":
-            k = result["sockets"]
-            add(
-                "close",
-                f"cross-node close, {k} socket(s): ms",
-                "latency_ms",
-                {"sockets": k},
-                ".2f",
-                "close" if k == 100 else None,
-            )
-    for result in results:
-        if result["scenario"] == "idle_memory" and result["impl"] == "ours":
-            add(
-                "idle_memory",
-                f"idle memory, {result['sockets']} sockets: KiB/socket",
-                "kib_per_socket",
-                {},
-                ".1f",
-                "idle_memory",
-            )
-    for result in results:
-        if result["scenario"] == "churn" and result["impl"] == "ours":
-            add(
-                "churn",
-                f"churn, {result['cycles']} cycles: cycles/s (higher is better)",
-                "cycles_per_s",
-                {},
-                ",.0f",
-                None,
-            )
+    for figure in FIGURES:
+        for ours in results:
+            if ours["scenario"] == figure.scenario and ours["impl"] == "ours":
+                table.append(_measured_row(results, figure, ours))
     churned = [r for r in results if r["scenario"] == "churn"]
     if churned:
-        row = {"figure": "churn: state back to empty"}
-        for impl in ("ours", "raw", "socketio"):
-            found = _find(churned, impl=impl)
-            row[impl] = NONE if found is None else ("yes" if found["empty"] else "NO")
-        row["vs raw"] = row["vs socketio"] = ""
-        table.append(row)
-        row = {"figure": "churn: tasks before any socket / baseline / after"}
-        for impl in ("ours", "raw", "socketio"):
-            found = _find(churned, impl=impl)
-            row[impl] = (
-                NONE
-                if found is None
-                else f"{found['tasks_fresh']} / {found['before']['tasks']} / "
-                f"{found['after']['tasks']}"
-            )
-        row["vs raw"] = row["vs socketio"] = ""
-        table.append(row)
-        row = {"figure": "churn: seconds until empty"}
-        for impl in ("ours", "raw", "socketio"):
-            found = _find(churned, impl=impl)
-            if found is None:
-                row[impl] = NONE
-            elif found["empty"]:
-                row[impl] = f"{found['settle_s']:.2f}"
-            else:
-                row[impl] = f"not within {found['settle_s']:.0f}"
-        row["vs raw"] = row["vs socketio"] = ""
-        table.append(row)
+        table += [
+            _churn_row(
+                churned,
+                "churn: state back to empty",
+                lambda result: "yes" if result["empty"] else "NO",
+            ),
+            _churn_row(
+                churned,
+                "churn: tasks before any socket / baseline / after",
+                lambda result: (
+                    f"{result['tasks_fresh']} / "
+                    f"{result['before']['tasks']} / {result['after']['tasks']}"
+                ),
+            ),
+            _churn_row(churned, "churn: seconds until empty", _settled),
+        ]
     return table
 
 
@@ -204,7 +213,7 @@ def rst(table: list[dict[str, str]], meta: dict[str, Any]) -> str:
 
 def plot(results: list[Result], path: Path) -> None:
     """Four panels, medians with p99 whiskers, one colour per implementation."""
-    impls = ("ours", "raw", "socketio")
+    impls = IMPLS
     colours = {"ours": "#2b7bba", "raw": "#7f7f7f", "socketio": "#e07b39"}
     panels = [
         (

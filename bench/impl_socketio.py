@@ -93,7 +93,7 @@ async def fanout(request: web.Request) -> web.Response:
 
     ``ignore_queue=True`` sends to this node's sockets only, as ours and raw
     do. A plain ``emit`` would also publish every message through Redis to the
-    other nodes, costing about three times the CPU here, plus theirs.
+    other nodes, costing more than twice the CPU here, plus theirs.
     """
     rounds, payload = fanout_request(request)
     rooms = request.app[ROOMS]

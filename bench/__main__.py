@@ -3,7 +3,8 @@
 Options: ``--smoke`` (tiny sizes, for the tests), ``--out DIR`` (default
 ``docs/benchmarks``), ``--only SCENARIO`` (repeatable), ``--impl NAME``
 (repeatable; default all three), ``--profile DIR`` (py-spy flame graphs of
-every server).
+every server), ``--render`` (redraw the tables and plot of ``--out`` from its
+``results.json``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import resource
 import signal
@@ -94,7 +96,17 @@ def main(argv: list[str] | None = None) -> int:
         default="flamegraph",
         help="py-spy's output: SVG flame graphs or collapsed stacks",
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="run nothing: redraw the tables and plot from OUT/results.json",
+    )
     options = parser.parse_args(argv)
+    out: Path = options.out
+    if options.render:
+        saved = json.loads((out / "results.json").read_text())
+        _write_report(out, saved["results"], saved["meta"])
+        return 0
     if options.profile is not None:
         options.profile.mkdir(parents=True, exist_ok=True)
         procs.PROFILE_DIR = options.profile
@@ -107,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_signal)
     started = time.time()
     results = asyncio.run(run(sizes, chosen, impls))
-    out: Path = options.out
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
@@ -121,18 +132,22 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(  # first: a report bug loses no run
         json.dumps({"meta": meta, "results": results}, indent=1) + "\n"
     )
+    _write_report(out, results, meta)
+    return 0
+
+
+def _write_report(
+    out: Path, results: list[dict[str, Any]], meta: dict[str, Any]
+) -> None:
     table = report.rows(results)
     (out / "results.md").write_text(report.markdown(table, meta))
     (out / "results.rst").write_text(report.rst(table, meta))
     report.plot(results, out / "results.png")
     print(report.markdown(table, meta))
-    _log(f"wrote {out}/results.json, results.md, results.rst, results.png")
-    return 0
+    _log(f"wrote {out}/results.md, results.rst and results.png")
 
 
 def _cpu_count() -> int:
-    import os
-
     return len(os.sched_getaffinity(0))
 
 

@@ -164,6 +164,11 @@ def rows(results: list[Result]) -> list[dict[str, str]]:
                 ),
             ),
             _churn_row(churned, "churn: seconds until empty", _settled),
+            _churn_row(
+                churned,
+                "churn: RSS growth over the timed cycles, KiB",
+                lambda result: f"{result['rss_growth_kib']:,.0f}",
+            ),
         ]
     return table
 

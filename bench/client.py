@@ -126,11 +126,7 @@ class LoadClient:
     ) -> Socket:
         """Open a websocket of the session whose cookie is given."""
         url = (base_url or self.base_url) + self.protocol.path
-        ws = await self.http.ws_connect(
-            url,
-            headers={"Cookie": cookie},
-            timeout=aiohttp.ClientWSTimeout(ws_close=TIMEOUT),
-        )
+        ws = await self.http.ws_connect(url, headers={"Cookie": cookie})
         if self.protocol.engineio:
             await _engineio_handshake(ws)
         return Socket(ws, self.protocol.engineio, tally)

@@ -3,19 +3,29 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make demo` installs the demo's extra alone: a stamp of its own
+DEMO_STAMP := $(VENV)/.installed-demo
+PORT ?= 8080
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck pytest docs bench clean redis-server
+.PHONY: demo test lint typecheck pytest soak docs bench clean redis-server
 
-$(STAMP): setup.cfg pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[demo,test,docs,bench]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/python -m demo --host 127.0.0.1 --port 8080
+$(DEMO_STAMP): setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	touch $(DEMO_STAMP)
+
+# `make demo PORT=8081` serves on another port
+demo: $(DEMO_STAMP)
+	$(BIN)/python -m demo --host 127.0.0.1 --port $(PORT)
 
 test: lint typecheck pytest docs
 
@@ -36,6 +46,10 @@ redis-server:
 
 pytest: $(STAMP) redis-server
 	$(BIN)/pytest
+
+# The long fault and soak runs (about a minute): many stalls and silent cuts.
+soak: $(STAMP) redis-server
+	$(BIN)/pytest -m soak --no-cov -s
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html

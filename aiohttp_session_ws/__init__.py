@@ -2,7 +2,13 @@
 
 from typing import TYPE_CHECKING, Any
 
-from .backends import Backend, BackendUnavailableError, MemoryBackend, MemoryHub
+from .backends import (
+    Backend,
+    BackendConfigurationError,
+    BackendUnavailableError,
+    MemoryBackend,
+    MemoryHub,
+)
 from .registry import (
     DEFAULT_ID_FACTORY,
     DEFAULT_SESSION_KEY,
@@ -51,6 +57,7 @@ __all__ = [
     "REGISTRY_APP_KEY",
     "REGISTRY_KEY",
     "Backend",
+    "BackendConfigurationError",
     "BackendUnavailableError",
     "ConnectionRecord",
     "MemoryBackend",

@@ -103,8 +103,19 @@ class NodeBus:
             frame = json.loads(raw)
             kind, sender, call_id = frame["kind"], frame["from"], frame["call"]
             body = frame.get("body")
-        except (ValueError, KeyError, TypeError):
-            logger.error("Dropped a malformed node frame: %.200r", raw)
+            if not (
+                isinstance(kind, str)
+                and isinstance(sender, str)
+                and isinstance(call_id, int)
+            ):
+                raise TypeError("kind and from must be strings, call an int")
+        except (ValueError, KeyError, TypeError) as exc:
+            # its content may hold a session ws id: log only its shape
+            logger.error(
+                "Dropped a malformed node frame of %d bytes (%s)",
+                len(raw),
+                type(exc).__name__,
+            )
             return
         if kind in ("reply", "failed"):
             pending = self._calls.get(call_id)
@@ -121,7 +132,7 @@ class NodeBus:
             logger.debug("Dropped a %r call from node %s: shutting down", kind, sender)
             return
         if handler is None:
-            logger.error("Dropped a node frame of unknown kind %r", kind)
+            logger.error("Dropped a node frame of unknown kind %.40r", kind)
             return
         self._tasks.spawn(
             self._answer(handler, kind, sender, call_id, body),

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
+from ._extras import redis_missing
+
+try:
+    import redis.asyncio as aioredis
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
+    raise redis_missing("RedisSessionWSRegistry") from exc
 
 from .backends.redis import DEFAULT_PREFIX, RedisBackend
 from .registry import SessionWSRegistry

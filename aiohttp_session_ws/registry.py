@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import inspect
 import logging
 import time
@@ -25,6 +26,7 @@ from aiohttp import WSCloseCode, web
 
 from .backends.base import Backend, BackendUnavailableError, NodeHooks
 from .backends.memory import MemoryBackend
+from .ids import check_session_ws_id, local_id, redact, wire_id
 from .nodebus import NodeBus
 from .origins import normalize_origins
 from .tasks import TaskOwner
@@ -61,16 +63,6 @@ class ConnectionRecord:
     """When it was registered, in seconds since the epoch (:func:`time.time`)."""
 
 
-def wire_id(session_ws_id: Hashable) -> str:
-    """The string form of a session ws id, used in everything cluster-facing."""
-    return session_ws_id if isinstance(session_ws_id, str) else str(session_ws_id)
-
-
-def redact(session_ws_id: Hashable) -> str:
-    """Shorten a session ws id for logs: ids are secrets and are never logged whole."""
-    return wire_id(session_ws_id)[:6] + "…"
-
-
 class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
     """Tracks the open websockets of each session, and closes them on demand.
 
@@ -79,12 +71,19 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
     Cluster-wide questions (how many connections a session has anywhere) are
     the async methods, answered by the ``backend``.
 
+    As in 1.1.1, the storage is ``self._registry``, a dict of session ws id ->
+    set of websockets: a subclass may put sockets there itself, and the
+    mapping, :meth:`close_all`, :meth:`close_all_session` and
+    :meth:`unregister` see them (other nodes learn only of sockets that went
+    through :meth:`register`).
+
     :param id_factory: makes a new session ws id from a request (sync or async).
     :param session_key: the session key that holds the session ws id.
     :param backend: where presence lives and how nodes talk; defaults to a new
         :class:`~aiohttp_session_ws.backends.MemoryBackend` (one process).
     :param allowed_origins: origins (``"https://example.com"``) that may open a
-        websocket besides the page's own host; ``"*"`` allows every origin.
+        websocket besides the request's own origin (its scheme and ``Host``);
+        ``"https://*.example.com"`` allows every subdomain, ``"*"`` every origin.
     :param close_timeout: how long :meth:`close_all_session` waits for other
         nodes to report their closed websockets, and how long a scheduled close
         waits for the response's connection to end, in seconds.
@@ -106,9 +105,8 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         self.close_timeout = close_timeout
         self.node_id = uuid.uuid4().hex
         self.backend = backend if backend is not None else MemoryBackend()
-        self._sockets: dict[Hashable, set[web.WebSocketResponse]] = {}
+        self._registry: dict[Hashable, set[web.WebSocketResponse]] = {}
         self._records: dict[web.WebSocketResponse, ConnectionRecord] = {}
-        self._local_keys: dict[str, Hashable] = {}
         self._opened: dict[web.WebSocketResponse, float] = {}
         self._pending_closes: collections.deque[tuple[str, float]] = collections.deque()
         self._tasks = TaskOwner(logger)
@@ -131,16 +129,16 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
 
     # Mapping: this node's sockets
     def __getitem__(self, key: Hashable) -> frozenset[web.WebSocketResponse]:
-        return frozenset(self._sockets[key])
+        return frozenset(self._registry[key])
 
     def __contains__(self, key: object) -> bool:
-        return key in self._sockets
+        return key in self._registry
 
     def __iter__(self) -> Iterator[Hashable]:
-        return iter(self._sockets)
+        return iter(self._registry)
 
     def __len__(self) -> int:
-        return len(self._sockets)
+        return len(self._registry)
 
     # lifecycle
     async def start(self) -> None:
@@ -168,8 +166,22 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         return await self.close_all()
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Finish pending closes (cancel them after ``timeout`` s); stop the backend."""
+        """Finish pending closes (cancel them after ``timeout`` s); stop the backend.
+
+        Close-alls still held back by a backend outage get one last try; each
+        one that cannot be delivered is logged as an error.
+        """
         await self._tasks.aclose(timeout)
+        if self._pending_closes:
+            with contextlib.suppress(Exception):  # logged where it happens
+                await asyncio.wait_for(self._send_pending_closes(), timeout)
+        for session, _ in self._pending_closes:
+            logger.error(
+                "Stopped with the close-all of session %s undelivered: its "
+                "websockets on other nodes stay open",
+                redact(session),
+            )
+        self._pending_closes.clear()
         await self.backend.stop()
 
     # session ws ids
@@ -179,14 +191,12 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         :raises TypeError: the factory made something other than a str or an
             int; the id is stored in the session as JSON, and other types do
             not come back the same (a tuple comes back as an unhashable list).
+        :raises ValueError: the factory made an empty string, or a string with
+            a lone surrogate (Redis cannot carry it).
         """
         result = self.id_factory(request)
         session_ws_id = await result if inspect.isawaitable(result) else result
-        if not isinstance(session_ws_id, (str, int)) or isinstance(session_ws_id, bool):
-            raise TypeError(
-                "id_factory must return a str or an int (stored in the session "
-                f"as JSON), not {type(session_ws_id).__name__}"
-            )
+        check_session_ws_id(session_ws_id, source="id_factory's id")
         return session_ws_id
 
     async def get_id(self, request: web.Request) -> Any:
@@ -211,14 +221,18 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
 
     # registration
     def register(self, session_ws_id: Hashable, wsr: web.WebSocketResponse) -> None:
-        """Track ``wsr`` as an open websocket of ``session_ws_id``."""
+        """Track ``wsr`` as an open websocket of ``session_ws_id``.
+
+        :raises TypeError: the id is not a ``str`` or an ``int``.
+        :raises ValueError: the id is an empty string or not valid Unicode.
+        """
+        check_session_ws_id(session_ws_id)
         if wsr in self._records:
             return
         record = ConnectionRecord(uuid.uuid4().hex, session_ws_id, time.time())
         self._records[wsr] = record
         self._opened[wsr] = self.backend.now()
-        self._sockets.setdefault(session_ws_id, set()).add(wsr)
-        self._local_keys[wire_id(session_ws_id)] = session_ws_id
+        self._registry.setdefault(session_ws_id, set()).add(wsr)
         try:
             self.backend.add_connection(wire_id(session_ws_id), record.connection_id)
         except Exception:
@@ -226,15 +240,16 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
 
     def unregister(self, session_ws_id: Hashable, wsr: web.WebSocketResponse) -> None:
         """Stop tracking ``wsr``; unknown sockets and ids are ignored."""
-        sockets = self._sockets.get(session_ws_id)
+        sockets = self._registry.get(session_ws_id)
         if sockets is None or wsr not in sockets:
             return
         sockets.discard(wsr)
         if not sockets:
-            del self._sockets[session_ws_id]
-            del self._local_keys[wire_id(session_ws_id)]
-        record = self._records.pop(wsr)
-        del self._opened[wsr]
+            del self._registry[session_ws_id]
+        self._opened.pop(wsr, None)
+        record = self._records.pop(wsr, None)
+        if record is None or record.session_ws_id != session_ws_id:
+            return  # put in _registry by hand: the backend never heard of it
         try:
             self.backend.remove_connection(wire_id(session_ws_id), record.connection_id)
         except Exception:
@@ -250,7 +265,8 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         """Records of this node's connections, of one session or of all."""
         if session_ws_id is None:
             return list(self._records.values())
-        return [self._records[ws] for ws in self._sockets.get(session_ws_id, ())]
+        sockets = self._registry.get(session_ws_id, ())
+        return [self._records[ws] for ws in sockets if ws in self._records]
 
     # presence, cluster-wide
     async def session_nodes(self, session_ws_id: Hashable) -> Mapping[str, int]:
@@ -261,9 +277,11 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         """How many connections the session has open, on every node."""
         return sum((await self.session_nodes(session_ws_id)).values())
 
-    async def connected_sessions(self) -> frozenset[str]:
-        """The (string) ids of the sessions with an open connection on any node."""
-        return await self.backend.sessions()
+    async def connected_sessions(self) -> frozenset[Hashable]:
+        """The ids of the sessions with an open connection on any node."""
+        sessions = await self.backend.sessions()
+        ids = (local_id(wire) for wire in sessions)
+        return frozenset(i for i in ids if i is not None)
 
     # closing
     async def close_all(
@@ -273,7 +291,8 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         message: bytes = b"Server shutdown",
     ) -> int:
         """Close every websocket on this node; return how many closed."""
-        return await _close_sockets(list(self._records), code, message)
+        sockets = {ws for group in self._registry.values() for ws in group}
+        return await _close_sockets(sockets, code, message)
 
     async def close_all_session(self, session_ws_id: Hashable) -> int:
         """Close every websocket of the session on every node; return how many closed.
@@ -286,8 +305,13 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         """
         # concurrently: a local client that does not answer the close frame
         # keeps close() waiting for seconds, and the other nodes need not wait
+        sockets = list(self._registry.get(session_ws_id, ()))
+        try:
+            check_session_ws_id(session_ws_id)
+        except (TypeError, ValueError):  # a 1.1.1-style id no other node can hold
+            return await _close_sockets(sockets, WSCloseCode.OK, b"")
         local, elsewhere = await asyncio.gather(
-            _close_sockets(self._sockets.get(session_ws_id, ()), WSCloseCode.OK, b""),
+            _close_sockets(sockets, WSCloseCode.OK, b""),
             self._close_session_elsewhere(wire_id(session_ws_id)),
         )
         return local + elsewhere
@@ -321,13 +345,12 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
     def _local_sockets(
         self, session: str, before: float | None = None
     ) -> list[web.WebSocketResponse]:
-        key = self._local_keys.get(session)
-        if key is None:
-            return []
-        sockets = self._sockets.get(key, ())
+        key = local_id(session)
+        sockets = self._registry.get(key, ()) if key is not None else ()
         if before is None:
             return list(sockets)
-        return [ws for ws in sockets if self._opened[ws] <= before]
+        # a socket put in _registry by hand has no time: err towards closing
+        return [ws for ws in sockets if self._opened.get(ws, before) <= before]
 
     async def _close_session_for_node(self, body: dict[str, Any]) -> int:
         sockets = self._local_sockets(body["session"], body.get("before"))
@@ -393,13 +416,25 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
                 continue
             try:
                 marked = await self.backend.mark_session_closed(session, ago=ago)
-            except Exception:
+            except BackendUnavailableError as exc:
                 self._pending_closes.appendleft((session, asked_at))
-                logger.exception("Backend failed again; close-alls wait for it")
+                logger.warning("Backend failed again (%s); close-alls wait for it", exc)
                 return
-            await self._close_on_nodes(
-                marked.nodes, {"session": session, "before": marked.at}
-            )
+            except Exception:  # not an outage: retrying would fail the same way
+                logger.exception(
+                    "Dropped the held-back close-all of %s: the backend refused it",
+                    redact(session),
+                )
+                continue
+            try:
+                await self._close_on_nodes(
+                    marked.nodes, {"session": session, "before": marked.at}
+                )
+            except Exception:  # recorded already: the nodes read it on resync
+                logger.exception(
+                    "Asking the nodes to close the websockets of %s failed",
+                    redact(session),
+                )
 
     async def schedule_close_all_session(
         self, request: web.Request, response: web.StreamResponse
@@ -417,7 +452,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
             return
         self._tasks.spawn(
             self._close_after(request.task, session_ws_id),
-            name=f"close-session-{redact(session_ws_id)}",
+            name=f"close-session-{redact(wire_id(session_ws_id))}",
         )
 
     async def _close_after(
@@ -428,7 +463,9 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
             # bound covers a middleware that dropped force_close() on keep-alive.
             await asyncio.wait([connection_task], timeout=self.close_timeout)
         closed = await self.close_all_session(session_ws_id)
-        logger.debug("Closed %s websocket(s) of %s", closed, redact(session_ws_id))
+        logger.debug(
+            "Closed %s websocket(s) of %s", closed, redact(wire_id(session_ws_id))
+        )
 
 
 async def _close_sockets(

@@ -66,7 +66,7 @@ def build_app(redis_url: str, prefix: str) -> web.Application:
         return {
             "records": len(registry.connections()),
             "opened_times": len(registry._opened),
-            "wire_keys": len(registry._local_keys),
+            "session_sockets": sum(len(group) for group in registry._registry.values()),
             "background_tasks": len(registry._tasks),
             "pending_calls": len(registry._bus._calls),
             "presence_notes": len(backend._local) + len(backend._dirty),

@@ -9,11 +9,13 @@ from collections.abc import Hashable
 import aiohttp_session
 from aiohttp import web
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from yarl import URL
 
 from aiohttp_session_ws import (
     BackendUnavailableError,
     SessionWSRegistry,
     get_registry,
+    get_session_ws_id,
     new_session_ws_id,
     schedule_close_all_session_ws,
     session_ws,
@@ -21,13 +23,16 @@ from aiohttp_session_ws import (
     setup_session_ws,
 )
 
-from .page import INDEX_HTML
+from .page import render_page
 
 COOKIE_NAME = "AIOHTTP_SESSION_WS_DEMO"
 """The name of the session cookie."""
 
 TICK_INTERVAL_KEY: web.AppKey[float] = web.AppKey("demo_tick_interval", float)
 """Seconds between two ticks on a websocket."""
+
+BACKEND_KEY: web.AppKey[str] = web.AppKey("demo_backend", str)
+"""What the page says about the backend: memory, or which Redis."""
 
 
 def make_registry(redis_url: str | None = None) -> SessionWSRegistry:
@@ -37,6 +42,15 @@ def make_registry(redis_url: str | None = None) -> SessionWSRegistry:
     from aiohttp_session_ws import RedisSessionWSRegistry
 
     return RedisSessionWSRegistry(redis_url)
+
+
+def describe_backend(redis_url: str | None = None) -> str:
+    """Name the backend for the page; a Redis URL loses its credentials."""
+    if redis_url is None:
+        return "memory (this process only)"
+    address = redis_url.partition("?")[0]  # the query may hold a password
+    url = URL(address)
+    return f"Redis at {url.with_user(None) if url.host else address}"
 
 
 def make_app(
@@ -61,6 +75,7 @@ def make_app(
     )
     setup_session_ws(app, make_registry(redis_url))
     app[TICK_INTERVAL_KEY] = tick_interval
+    app[BACKEND_KEY] = describe_backend(redis_url)
     app.add_routes(
         [
             web.get("/", index),
@@ -75,8 +90,19 @@ def make_app(
 
 
 async def index(request: web.Request) -> web.Response:
-    """Serve the page."""
-    return web.Response(text=INDEX_HTML, content_type="text/html")
+    """Serve the page, naming the node and the backend that serve it."""
+    page = render_page(node=node_address(request), backend=request.app[BACKEND_KEY])
+    return web.Response(text=page, content_type="text/html")
+
+
+def node_address(request: web.Request) -> str:
+    """The ``host:port`` this node listens on, as the request reached it."""
+    transport = request.transport
+    sockname = None if transport is None else transport.get_extra_info("sockname")
+    if not isinstance(sockname, tuple):  # a Unix socket, or a closed transport
+        return request.host
+    host, port = sockname[0], sockname[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:
@@ -137,9 +163,33 @@ async def count_connections(
         return len(registry.get(session_ws_id, ()))
 
 
+async def closing_text(request: web.Request, whose: str) -> str:
+    """Say how many websockets of the request's session are about to close.
+
+    The close itself runs after the response has gone out, so this counts
+    beforehand; ``whose`` names the session in the sentence.
+    """
+    registry = get_registry(request)
+    session_ws_id = await get_session_ws_id(request)
+    count, where = 0, ""
+    if session_ws_id is not None:  # the middleware gave every session an id
+        try:
+            count = await registry.count_connections(session_ws_id)
+        except BackendUnavailableError:
+            count = len(registry.get(session_ws_id, ()))
+            where = (
+                " on this node (Redis is down: the other nodes follow once it is back)"
+            )
+    if count == 0:
+        return f"{whose.capitalize()} had no open websocket{where}."
+    plural = "" if count == 1 else "s"
+    return f"Closing {count} websocket{plural} of {whose}{where}."
+
+
 async def reset(request: web.Request) -> web.Response:
     """Give the session a new ws id, and close the websockets of the old one."""
-    response = web.Response(text="New session ws id; the old one's sockets close.\n")
+    text = await closing_text(request, "the old id")
+    response = web.Response(text=f"New session ws id. {text}\n")
     await schedule_close_all_session_ws(request, response)  # reads the old id
     await new_session_ws_id(request)
     return response
@@ -147,7 +197,8 @@ async def reset(request: web.Request) -> web.Response:
 
 async def logout(request: web.Request) -> web.Response:
     """End the session, and close its websockets; the next request starts anew."""
-    response = web.Response(text="Logged out; the session's sockets close.\n")
+    text = await closing_text(request, "this session")
+    response = web.Response(text=f"Logged out. {text}\n")
     await schedule_close_all_session_ws(request, response)  # reads the old id
     session = await aiohttp_session.get_session(request)
     session.invalidate()

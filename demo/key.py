@@ -1,9 +1,13 @@
-"""The demo's cookie key: from the environment, or a fresh random one."""
+"""The demo's cookie key: from the environment, or a fresh random one.
+
+``python -m demo.key`` prints a new key, ready for the environment variable.
+"""
 
 from __future__ import annotations
 
 import base64
 import os
+import sys
 from collections.abc import Mapping
 
 KEY_ENV_VAR = "AIOHTTP_SESSION_WS_DEMO_KEY"
@@ -12,11 +16,8 @@ KEY_ENV_VAR = "AIOHTTP_SESSION_WS_DEMO_KEY"
 KEY_SIZE = 32
 """The size of a key in bytes; it is written as 44 characters of urlsafe base64."""
 
-MAKE_KEY_COMMAND = (
-    "python -c 'from cryptography.fernet import Fernet; "
-    "print(Fernet.generate_key().decode())'"
-)
-"""A shell command that prints a valid key."""
+MAKE_KEY_COMMAND = ".venv/bin/python -m demo.key"
+"""A shell command, run in the checkout after ``make demo``, that prints a valid key."""
 
 
 class InvalidKeyError(ValueError):
@@ -48,3 +49,18 @@ def load_key(environ: Mapping[str, str]) -> bytes | None:
 def random_key() -> bytes:
     """Return a fresh random key; sessions made with it end with the process."""
     return os.urandom(KEY_SIZE)
+
+
+def encode_key(key: bytes) -> str:
+    """Write ``key`` as the environment variable holds it (urlsafe base64)."""
+    return base64.urlsafe_b64encode(key).decode()
+
+
+def main() -> int:
+    """Print a fresh key, for ``export AIOHTTP_SESSION_WS_DEMO_KEY=...``."""
+    print(encode_key(random_key()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,15 +25,12 @@ exclude_patterns = ["_build", "benchmarks/results.rst"]  # included, not a page
 templates_path: list[str] = []
 
 highlight_language = "python3"
-pygments_style = "sphinx"
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
 
-html_theme = "alabaster"
-html_theme_options = {
-    "description": "Session-bound websockets for aiohttp",
-    "fixed_sidebar": True,
-}
+# furo scrolls wide code blocks instead of clipping them (alabaster clipped them)
+html_theme = "furo"
+html_title = f"aiohttp-session-ws {release}"
 html_static_path: list[str] = []

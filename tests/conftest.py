@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 
+from .nodes import StartNode
 from .redis_server import RedisServer
 
 
@@ -32,3 +34,18 @@ def own_redis_server() -> Iterator[RedisServer]:
 def prefix() -> str:
     """A key prefix of this test alone, so tests sharing a server never meet."""
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def start_node(prefix: str) -> AsyncIterator[StartNode]:
+    """Start node processes of this test's cluster; kill them all at the end."""
+    starter = StartNode(prefix)
+    yield starter
+    await starter.kill_all()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain HTTP client, for the node in the other process."""
+    async with aiohttp.ClientSession() as session:
+        yield session

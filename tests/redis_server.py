@@ -52,7 +52,9 @@ def free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process; it keeps its port across restarts, no data."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, config: dict[str, str] | None = None
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -61,6 +63,8 @@ class RedisServer:
             )
         self.binary = binary
         self.port = port if port is not None else free_port()
+        self.config = dict(config or {})
+        """More ``redis-server`` options, such as ``{"requirepass": "..."}``."""
         self.directory = tempfile.mkdtemp(prefix="aiohttp-session-ws-redis-")
         self.process: subprocess.Popen[bytes] | None = None
         self._drain: threading.Thread | None = None
@@ -75,6 +79,7 @@ class RedisServer:
         assert self.process is None, "already running"
         options = {"port": str(self.port), "bind": "127.0.0.1", "save": ""}
         options |= {"appendonly": "no", "logfile": "", "dir": self.directory}
+        options |= self.config
         argv = [self.binary]
         for name, value in options.items():
             argv += [f"--{name}", value]

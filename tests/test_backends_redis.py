@@ -199,9 +199,11 @@ async def test_a_malformed_frame_is_dropped_and_the_node_keeps_serving(
 async def test_an_app_supplied_client_is_used_and_left_open(
     redis_server: RedisServer, make_node: MakeNode
 ) -> None:
-    text_client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    app_client = aioredis.Redis.from_pool(
+        aioredis.BlockingConnectionPool.from_url(redis_server.url)
+    )
     try:
-        node_a = await make_node(text_client)
+        node_a = await make_node(app_client)
         node_b = await make_node(redis_server.url)
         _, tab_b, session_id = await one_session_on_both(node_a, node_b)
         registry_a = registry_of(node_a)
@@ -209,7 +211,19 @@ async def test_an_app_supplied_client_is_used_and_left_open(
         assert await registry_a.close_all_session(session_id) == 2
         await expect_close(tab_b)
         await node_a.close()  # the app stops; the client is the app's own
-        assert await text_client.ping()
+        assert await app_client.ping()
+    finally:
+        await app_client.aclose()
+
+
+async def test_a_client_that_decodes_responses_is_refused(
+    redis_server: RedisServer,
+) -> None:
+    # one frame of invalid UTF-8 on the inbox would fail inside redis-py
+    text_client = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        with pytest.raises(ValueError, match="decode_responses=False"):
+            RedisBackend(text_client)
     finally:
         await text_client.aclose()
 

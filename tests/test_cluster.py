@@ -7,146 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
-import pytest
-import redis.asyncio as aioredis
-from aiohttp import WSCloseCode, web
+from aiohttp import WSCloseCode
 from aiohttp.pytest_plugin import AiohttpClient
 
-from aiohttp_session_ws import RedisSessionWSRegistry
-
-from .apps import (
-    TIMEOUT,
-    Client,
-    build_app,
-    cookie_ws_id,
-    expect_close,
-    logout,
-    open_ws,
-    reconnected,
-    registry_of,
-    session_cookie_header,
-)
+from .apps import TIMEOUT, expect_close, reconnected, registry_of
 from .logwait import watch_log
+from .nodes import NODE_TTL, StartNode, node_a, open_remote_ws
 from .redis_server import RedisServer
-
-ROOT = Path(__file__).resolve().parent.parent
-NODE_TTL = 1.0
-
-
-@dataclass
-class NodeProcess:
-    """Node B: its process, port and node id."""
-
-    process: asyncio.subprocess.Process
-    port: int
-    node_id: str
-
-    def url(self, path: str) -> str:
-        """The URL of ``path`` on this node."""
-        return f"http://127.0.0.1:{self.port}{path}"
-
-
-StartNode = Callable[[str], Awaitable[NodeProcess]]
-
-
-@pytest.fixture
-async def start_node(prefix: str) -> AsyncIterator[StartNode]:
-    """Start node processes of this test's cluster; kill them all at the end."""
-    started: list[asyncio.subprocess.Process] = []
-
-    async def start(url: str) -> NodeProcess:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.cluster_node",
-            url,
-            prefix,
-            str(NODE_TTL),
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        started.append(process)
-        assert process.stdout is not None
-        line = await asyncio.wait_for(process.stdout.readline(), 30)
-        ready, port, node_id = line.decode().split()
-        assert ready == "READY", line
-        return NodeProcess(process, int(port), node_id)
-
-    yield start
-    for process in started:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[aiohttp.ClientSession]:
-    """A plain HTTP client, for the node in the other process."""
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-async def node_a(
-    aiohttp_client: AiohttpClient, url: str, prefix: str, **options: float
-) -> Client:
-    """Node A, in this process, with one websocket open (the session exists)."""
-    registry = RedisSessionWSRegistry(
-        url, prefix=prefix, node_ttl=NODE_TTL, reconnect_max_delay=0.5, **options
-    )
-    client = await aiohttp_client(
-        build_app(registry, routes=[web.get("/logout", logout)])
-    )
-    await open_ws(client)
-    return client
-
-
-async def open_remote_ws(
-    browser: aiohttp.ClientSession, node: NodeProcess, client: Client, url: str
-) -> tuple[aiohttp.ClientWebSocketResponse, str]:
-    """Open a websocket of ``client``'s session on ``node``; return it and the
-    session id once it echoes and ``node`` has written its presence to Redis."""
-    ws = await browser.ws_connect(
-        node.url("/ws"), headers=session_cookie_header(client)
-    )
-    await ws.send_str("ping")
-    assert (await ws.receive(timeout=TIMEOUT)).data == "ping"
-    session_id = cookie_ws_id(client)
-    registry = registry_of(client)
-    assert isinstance(registry, RedisSessionWSRegistry)
-    await presence_written(url, registry.backend.prefix, session_id, node.node_id)
-    return ws, session_id
-
-
-async def presence_written(url: str, prefix: str, session_id: str, node: str) -> None:
-    """Wait (bounded) until ``node``'s presence of the session is in Redis.
-
-    Keyspace notifications tell when the session's hash changes, so nothing
-    polls: the hash is read once at the start and again at each change.
-    """
-    admin = aioredis.Redis.from_url(url)
-    key = f"{{{prefix}}}:session:{session_id}"
-    try:
-        await admin.config_set("notify-keyspace-events", "Kh")
-        pubsub = admin.pubsub()
-        await pubsub.subscribe(f"__keyspace@0__:{key}")
-
-        async def written() -> None:
-            while (await pubsub.get_message(timeout=None))["type"] != "subscribe":
-                pass  # events count from the confirmed subscription on
-            while not await admin.hexists(key, node):
-                await pubsub.get_message(timeout=None)
-
-        await asyncio.wait_for(written(), TIMEOUT)
-        await pubsub.aclose()  # type: ignore[no-untyped-call]
-    finally:
-        await admin.aclose()
 
 
 async def test_logout_on_node_a_closes_the_socket_on_node_b(

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import errno
 import json
+import logging
 import os
 import re
 import runpy
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +27,7 @@ import pytest
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.test_utils import TestClient
 from cryptography.fernet import Fernet
-from pytest_aiohttp import AiohttpClient
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 from yarl import URL
 
 import demo.__main__ as demo_main
@@ -33,9 +39,17 @@ from aiohttp_session_ws import (
     session_ws,
 )
 from demo import make_app
-from demo.app import COOKIE_NAME, send_frames
+from demo.app import COOKIE_NAME, describe_backend, send_frames
 from demo.app import count_connections as demo_count
-from demo.key import KEY_ENV_VAR, InvalidKeyError, load_key, random_key
+from demo.key import (
+    KEY_ENV_VAR,
+    MAKE_KEY_COMMAND,
+    InvalidKeyError,
+    encode_key,
+    load_key,
+    random_key,
+)
+from demo.page import INDEX_HTML, render_page
 
 from .redis_server import RedisServer
 
@@ -62,7 +76,7 @@ async def client(aiohttp_client: AiohttpClient, key: bytes) -> Client:
 
 def env_key(key: bytes) -> str:
     """The key as the environment variable holds it."""
-    return base64.urlsafe_b64encode(key).decode()
+    return encode_key(key)
 
 
 def cookie_value(client: Client) -> str | None:
@@ -134,6 +148,167 @@ async def test_page_is_served_and_starts_a_session(client: Client, key: bytes) -
     for needle in ('"/ws"', 'href="/reset"', 'href="/logout"', "event.code"):
         assert needle in page
     assert isinstance(cookie_ws_id(client, key), str)
+
+
+async def test_page_names_its_node_and_backend(client: Client) -> None:
+    page = await (await client.get("/")).text()
+    node = f"127.0.0.1:{client.port}"
+    assert f'<code id="node">{node}</code>' in page
+    assert f"<title>aiohttp-session-ws demo &ndash; {node}</title>" in page
+    assert '<dd id="backend">memory (this process only)</dd>' in page
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
+async def test_page_names_an_ipv6_node_in_brackets(
+    aiohttp_server: AiohttpServer, key: bytes
+) -> None:
+    server = await aiohttp_server(make_app(key, tick_interval=TICK), host="::1")
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://[::1]:{server.port}/") as resp,
+    ):
+        page = await resp.text()
+    assert f'<code id="node">[::1]:{server.port}</code>' in page
+
+
+async def test_page_on_a_unix_socket_names_the_host_it_was_asked_for(
+    key: bytes, tmp_path: Path
+) -> None:
+    runner = web.AppRunner(make_app(key, tick_interval=TICK))
+    await runner.setup()
+    path = str(tmp_path / "demo.sock")
+    await web.UnixSite(runner, path).start()
+    try:
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as http,
+            http.get("http://demo.example/") as resp,
+        ):
+            page = await resp.text()
+    finally:
+        await runner.cleanup()
+    assert '<code id="node">demo.example</code>' in page
+
+
+def test_backend_names_redis_without_its_credentials() -> None:
+    assert describe_backend() == "memory (this process only)"
+    assert describe_backend("redis://127.0.0.1:6379/0") == (
+        "Redis at redis://127.0.0.1:6379/0"
+    )
+    described = describe_backend("redis://user:s3cret@redis.example:6380/2")
+    assert described == "Redis at redis://redis.example:6380/2"
+    described = describe_backend("rediss://redis.example/0?password=s3cret")
+    assert described == "Redis at rediss://redis.example/0"
+    socket_url = "unix:///run/redis.sock?db=0&password=s3cret"
+    assert describe_backend(socket_url) == "Redis at unix:///run/redis.sock"
+
+
+def test_the_page_escapes_what_it_names() -> None:
+    page = render_page(node="<b>[::1]:80</b>", backend="a & b")
+    assert "&lt;b&gt;[::1]:80&lt;/b&gt;" in page
+    assert "a &amp; b" in page
+    assert "{{" not in page
+
+
+def css_rules(selector: str, page: str = INDEX_HTML) -> list[str]:
+    """The declarations of every CSS rule whose selector list names ``selector``."""
+    return [
+        body
+        for selectors, body in re.findall(r"([^{}]+)\{([^{}]*)\}", page)
+        if selector in [s.strip() for s in selectors.split(",")]
+    ]
+
+
+def test_the_id_wraps_anywhere_and_narrow_screens_get_one_column() -> None:
+    """At 375 px the id must not wrap a character per line beside its label."""
+    assert any("overflow-wrap: anywhere" in rule for rule in css_rules("#session"))
+    narrow = re.search(
+        r"@media \(max-width: (\d+)rem\) \{(.*?)\n  \}", INDEX_HTML, re.S
+    )
+    assert narrow, "no rule for narrow screens"
+    assert int(narrow[1]) * 16 >= 375
+    [one_column] = css_rules("dl", narrow[2] + "}")
+    assert "grid-template-columns: minmax(0, 1fr)" in one_column
+    # wide screens: the value column may shrink below its content's width
+    assert any("minmax(0, 1fr)" in rule for rule in css_rules("dl"))
+
+
+PAGE_HARNESS = """\
+const elements = {node: {textContent: "127.0.0.1:8081"}};
+const el = (id) => (elements[id] ??= {textContent: "", className: ""});
+globalThis.document = {getElementById: el, title: ""};
+globalThis.location = {protocol: "http:", host: "127.0.0.1:8081"};
+const sockets = [];
+globalThis.WebSocket = class {
+  constructor(url) { this.url = url; sockets.push(this); }
+};
+globalThis.fetch = async (path) => ({ok: true, status: 200, text: async () => ""});
+(async () => {
+  %s
+  const states = [];
+  const close = (code, reason = "") => {
+    sockets.at(-1).onclose({code, reason});
+    states.push(el("state").textContent);
+    el("reconnect").onclick();
+  };
+  sockets.at(-1).onopen();
+  close(1000);                     // another tab's reset or logout
+  await el("logout").onclick();    // this tab's logout, answered before the close
+  close(1000);
+  const pending = el("reset").onclick();  // the close comes before the answer
+  close(1000);
+  await pending;
+  close(1000);                     // a later close: the press is forgotten
+  close(1000, "a reason");
+  close(1001);
+  close(1006);
+  console.log(JSON.stringify({states, title: document.title, url: sockets[0].url}));
+})();
+"""
+"""Runs the page's script with stand-ins for the DOM, WebSocket and fetch."""
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_page_says_who_closed_it_when_run() -> None:
+    script = re.search(r"<script>\n(.*)</script>", INDEX_HTML, re.DOTALL)
+    assert script
+    done = subprocess.run(
+        ["node", "-"],
+        input=PAGE_HARNESS % script[1],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    seen = json.loads(done.stdout)
+    other_tab = "(closed by the server: logout or reset in another tab)"
+    assert [state.removeprefix("Socket closed, code ") for state in seen["states"]] == [
+        f"1000 {other_tab}",
+        "1000 (closed by the server: logout in this tab)",
+        "1000 (closed by the server: reset in this tab)",
+        f"1000 {other_tab}",
+        "1000 (a reason)",
+        "1001 (going away: the server is shutting down)",
+        "1006 (connection lost)",
+    ]
+    assert seen["title"] == "Connecting\u2026 \u2013 127.0.0.1:8081"
+    assert seen["url"] == "ws://127.0.0.1:8081/ws"
+
+
+def test_the_page_says_who_closed_it() -> None:
+    """1000 carries no reason: the tab that pressed a button says which one."""
+    assert "pressed = path.slice(1)" in INDEX_HTML
+    assert 'pressed + " in this tab"' in INDEX_HTML
+    assert '"logout or reset in another tab"' in INDEX_HTML
+    assert "if (event.reason) return event.reason;" in INDEX_HTML
 
 
 # /ws
@@ -250,7 +425,7 @@ async def test_logout_closes_every_socket_and_starts_a_new_session(
 
     resp = await client.request(method, "/logout")
     assert resp.status == 200
-    assert "Logged out" in await resp.text()
+    assert await resp.text() == "Logged out. Closing 2 websockets of this session.\n"
 
     for ws in (ws1, ws2):
         msg = await until_close(ws)
@@ -273,7 +448,9 @@ async def test_reset_closes_every_socket_and_gives_a_new_id(
 
     resp = await client.request(method, "/reset")
     assert resp.status == 200
-    assert "New session ws id" in await resp.text()
+    assert await resp.text() == (
+        "New session ws id. Closing 2 websockets of the old id.\n"
+    )
     new_id = cookie_ws_id(client, key)
     assert new_id != first1["session"]
 
@@ -285,6 +462,29 @@ async def test_reset_closes_every_socket_and_gives_a_new_id(
     ws3, first3 = await connect(client)
     assert first3 == {"session": new_id, "connections": 1}
     await ws3.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        ("/logout", "Logged out. This session had no open websocket.\n"),
+        ("/reset", "New session ws id. The old id had no open websocket.\n"),
+    ],
+)
+async def test_a_session_without_sockets_is_told_so(
+    client: Client, path: str, text: str
+) -> None:
+    await client.get("/")
+    resp = await client.post(path)
+    assert resp.status == 200
+    assert await resp.text() == text
+
+
+async def test_one_socket_is_counted_in_the_singular(client: Client) -> None:
+    ws, _ = await connect(client)
+    resp = await client.post("/logout")
+    assert await resp.text() == "Logged out. Closing 1 websocket of this session.\n"
+    assert (await until_close(ws)).type is WSMsgType.CLOSE
 
 
 async def test_logout_spares_other_sessions(client: Client) -> None:
@@ -344,11 +544,15 @@ async def test_redis_nodes_share_sockets_and_logout(
     second.session.cookie_jar.update_cookies(
         {COOKIE_NAME: cookie}, response_url=URL(str(second.make_url("/")))
     )
+    page = await (await second.get("/")).text()
+    assert f'<code id="node">127.0.0.1:{second.port}</code>' in page
+    assert f"Redis at {redis_server.url}" in page
     first_ws, _ = await connect(first)
     second_ws, hello = await connect(second)
     assert hello["connections"] == 2  # counted on both nodes
     async with first.get("/logout") as response:
         assert response.status == 200
+        assert "Closing 2 websockets of this session." in await response.text()
     assert (await until_close(second_ws)).type is WSMsgType.CLOSE
     assert (await until_close(first_ws)).type is WSMsgType.CLOSE
 
@@ -362,7 +566,12 @@ async def test_the_count_falls_back_to_this_node_while_redis_is_down(
     ws, _ = await connect(client)
     own_redis_server.stop()
     assert await demo_count(get_registry_of(client), cookie_ws_id(client, key)) == 1
-    await ws.close()
+    async with client.post("/logout") as response:
+        assert await response.text() == (
+            "Logged out. Closing 1 websocket of this session on this node "
+            "(Redis is down: the other nodes follow once it is back).\n"
+        )
+    assert (await until_close(ws)).type is WSMsgType.CLOSE
 
 
 def get_registry_of(client: Client) -> Any:
@@ -407,7 +616,7 @@ def test_a_bad_key_says_how_to_make_one(value: str) -> None:
         load_key({KEY_ENV_VAR: value})
     message = str(error.value)
     assert KEY_ENV_VAR in message
-    assert "Fernet.generate_key()" in message
+    assert ".venv/bin/python -m demo.key" in message
     assert "32 bytes" in message
     if value:
         assert value not in message  # the value may be a secret: never echoed
@@ -492,13 +701,108 @@ def test_main_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_main_without_a_key_uses_a_random_one(
-    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     serve = FakeServe()
-    assert demo_main.main([], environ={}, serve=serve) == 0
-    assert f"{KEY_ENV_VAR} is not set" in capsys.readouterr().err
+    with caplog.at_level(logging.INFO, logger="demo"):
+        assert demo_main.main([], environ={}, serve=serve) == 0
+    [record] = caplog.records
+    assert record.levelno == logging.INFO  # one process: nothing to share
+    assert f"{KEY_ENV_VAR} is not set" in record.getMessage()
     [(_, host, port)] = serve.calls
     assert (host, port) == ("127.0.0.1", 8080)
+
+
+def test_main_warns_when_a_cluster_node_has_no_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nodes with random keys cannot read each other's cookies: logout looks broken."""
+    serve = FakeServe()
+    argv = ["--redis", "redis://127.0.0.1:6379"]
+    with caplog.at_level(logging.INFO, logger="demo"):
+        assert demo_main.main(argv, environ={}, serve=serve) == 0
+    [record] = caplog.records
+    assert (record.name, record.levelno) == ("demo", logging.WARNING)
+    message = record.getMessage()
+    assert f"{KEY_ENV_VAR} is not set" in message
+    assert f'export {KEY_ENV_VAR}="$({MAKE_KEY_COMMAND})"' in message
+    [(app, _, _)] = serve.calls
+    assert isinstance(app[REGISTRY_APP_KEY], RedisSessionWSRegistry)
+
+
+def test_main_with_a_key_and_redis_does_not_warn(
+    key: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    argv = ["--redis", "redis://127.0.0.1:6379"]
+    environ = {KEY_ENV_VAR: env_key(key)}
+    with caplog.at_level(logging.INFO, logger="demo"):
+        assert demo_main.main(argv, environ=environ, serve=FakeServe()) == 0
+    assert caplog.records == []
+
+
+class FailingServe:
+    """Stands in for web.run_app when it cannot listen."""
+
+    def __init__(self, error: OSError) -> None:
+        self.error = error
+
+    def __call__(self, app: web.Application, host: str, port: int) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (
+            OSError(errno.EADDRINUSE, "error while attempting to bind"),
+            "demo: port 8080 is in use; pass --port or make demo PORT=...\n",
+        ),
+        (
+            OSError(errno.EADDRNOTAVAIL, "error while attempting to bind"),
+            "demo: cannot listen on 127.0.0.1 port 8080: "
+            "cannot assign requested address\n",
+        ),
+    ],
+)
+def test_main_explains_why_it_cannot_listen_in_one_line(
+    key: bytes, capsys: pytest.CaptureFixture[str], error: OSError, line: str
+) -> None:
+    environ = {KEY_ENV_VAR: env_key(key)}
+    assert demo_main.main([], environ=environ, serve=FailingServe(error)) == 1
+    assert capsys.readouterr().err == line
+
+
+def test_main_lets_other_errors_through(key: bytes) -> None:
+    error = OSError(errno.ENOENT, "not a listening problem")
+    environ = {KEY_ENV_VAR: env_key(key)}
+    with pytest.raises(OSError, match="not a listening problem"):
+        demo_main.main([], environ=environ, serve=FailingServe(error))
+
+
+def test_configure_logging_logs_info_with_time_and_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    basic_config = mock.Mock()
+    monkeypatch.setattr(logging, "basicConfig", basic_config)
+    demo_main.configure_logging()
+    basic_config.assert_called_once_with(
+        level=logging.INFO, format=demo_main.LOG_FORMAT
+    )
+    assert "%(asctime)s" in demo_main.LOG_FORMAT
+    assert "%(name)s" in demo_main.LOG_FORMAT
+
+
+def test_demo_key_prints_a_key_that_loads(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delitem(sys.modules, "demo.key")  # as a fresh `python -m`
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_module("demo.key", run_name="__main__")
+    assert exit_.value.code == 0
+    printed = capsys.readouterr().out
+    key = load_key({KEY_ENV_VAR: printed})
+    assert key is not None
+    assert printed == env_key(key) + "\n"
 
 
 def test_main_with_a_bad_key_explains_and_serves_nothing(
@@ -509,7 +813,7 @@ def test_main_with_a_bad_key_explains_and_serves_nothing(
     assert serve.calls == []
     err = capsys.readouterr().err
     assert err.startswith("python -m demo: error: ")
-    assert "Fernet.generate_key()" in err
+    assert MAKE_KEY_COMMAND in err
     assert "Traceback" not in err
 
 
@@ -555,21 +859,50 @@ def test_process_with_a_bad_key_exits_with_a_message_not_a_traceback() -> None:
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert KEY_ENV_VAR in done.stderr
-    assert "Fernet.generate_key()" in done.stderr
+    assert MAKE_KEY_COMMAND in done.stderr
     assert done.stdout == ""
 
 
-@pytest.fixture
-async def demo_process(
-    key: bytes,
+def test_process_on_a_busy_port_says_so_in_one_line(key: bytes) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "demo", "--port", str(port)],
+            cwd=REPO,
+            env=demo_env(**{KEY_ENV_VAR: env_key(key)}),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"demo: port {port} is in use; pass --port or make demo PORT=...\n"
+    )
+    assert done.stdout == ""
+
+
+LOG_LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (?P<level>[A-Z]+) (?P<name>[\w.]+): ",
+    re.MULTILINE,
+)
+"""A line of the demo's log: time, level, logger name."""
+
+
+@contextlib.asynccontextmanager
+async def running_demo(
+    key: bytes, *args: str
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, URL]]:
-    """``python -m demo --port 0`` running; yields it and its URL."""
+    """``python -m demo --port 0 *args`` running; yields it and its URL."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "demo",
         "--port",
         "0",
+        *args,
         cwd=REPO,
         env=demo_env(**{KEY_ENV_VAR: env_key(key)}),
         stdout=asyncio.subprocess.PIPE,
@@ -587,6 +920,30 @@ async def demo_process(
         await asyncio.wait_for(proc.communicate(), 30)
 
 
+@pytest.fixture
+async def demo_process(
+    key: bytes,
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, URL]]:
+    """``python -m demo --port 0`` running on the memory backend."""
+    async with running_demo(key) as running:
+        yield running
+
+
+async def log_line(proc: asyncio.subprocess.Process, text: str) -> str:
+    """Read the process's log until a line holds ``text``; return that line."""
+    assert proc.stderr is not None
+    stderr = proc.stderr
+
+    async def read() -> str:
+        while True:
+            line = (await stderr.readline()).decode()
+            assert line, f"the log ended before {text!r}"
+            if text in line:
+                return line
+
+    return await asyncio.wait_for(read(), TIMEOUT)
+
+
 async def test_process_serves_and_closes_sockets_on_ctrl_c(
     demo_process: tuple[asyncio.subprocess.Process, URL], key: bytes
 ) -> None:
@@ -595,7 +952,9 @@ async def test_process_serves_and_closes_sockets_on_ctrl_c(
     async with aiohttp.ClientSession(cookie_jar=jar) as http:
         async with http.get(url) as resp:
             assert resp.status == 200
-            assert "aiohttp-session-ws demo" in await resp.text()
+            page = await resp.text()
+            assert "aiohttp-session-ws demo" in page
+            assert f'<code id="node">{url.host}:{url.port}</code>' in page
         async with http.ws_connect(url / "ws") as ws:
             hello = await receive_json(ws)
             assert hello["connections"] == 1
@@ -605,3 +964,101 @@ async def test_process_serves_and_closes_sockets_on_ctrl_c(
             assert msg.data == WSCloseCode.GOING_AWAY
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err
+    # the log has time and logger name, at INFO: here the access log's line
+    lines = [m.groupdict() for m in LOG_LINE.finditer(err.decode())]
+    assert {"level": "INFO", "name": "aiohttp.access"} in lines
+
+
+async def test_process_logs_a_redis_outage_and_the_recovery(
+    key: bytes, own_redis_server: RedisServer
+) -> None:
+    async with running_demo(key, "--redis", own_redis_server.url) as (proc, _):
+        own_redis_server.stop()
+        lost = await log_line(proc, "lost Redis")
+        assert LOG_LINE.match(lost)
+        assert " WARNING aiohttp_session_ws.redis: " in lost
+        own_redis_server.start()
+        back = await log_line(proc, "is back in the cluster")
+        assert " INFO aiohttp_session_ws.redis: " in back
+
+
+# the README and the quickstart, run as written
+
+
+def markdown_blocks(name: str) -> list[str]:
+    """The ``python`` code blocks of a Markdown file of the checkout."""
+    text = (REPO / name).read_text()
+    return re.findall(r"^```python\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+
+
+def rst_blocks(name: str) -> list[str]:
+    """The ``python`` code blocks of a reStructuredText file, dedented."""
+    text = (REPO / name).read_text()
+    pattern = r"^\.\. code-block:: python\n\n((?:(?:   .*)?\n)+)"
+    return [textwrap.dedent(m[1]) for m in re.finditer(pattern, text, re.MULTILINE)]
+
+
+def run_server_code(code: str, monkeypatch: pytest.MonkeyPatch) -> web.Application:
+    """Run a snippet as ``python app.py`` would; return the app it serves."""
+    run_app = mock.Mock()
+    monkeypatch.setattr(web, "run_app", run_app)
+    exec(compile(code, "app.py", "exec"), {"__name__": "__main__"})
+    [call] = run_app.call_args_list
+    assert call.kwargs == {"host": "127.0.0.1", "port": 8080}
+    app = call.args[0]
+    assert isinstance(app, web.Application)
+    return app
+
+
+async def run_client_code(code: str, client: Client) -> None:
+    """Run a client snippet's ``main()`` against ``client``'s server."""
+    namespace: dict[str, Any] = {"__name__": "client"}
+    exec(compile(code, "client.py", "exec"), namespace)
+    assert namespace["SERVER"] == "http://127.0.0.1:8080"
+    namespace["SERVER"] = f"http://127.0.0.1:{client.port}"
+    await asyncio.wait_for(namespace["main"](), TIMEOUT)
+
+
+@pytest.mark.parametrize(
+    "blocks",
+    [
+        pytest.param(lambda: markdown_blocks("README.md")[:2], id="README"),
+        pytest.param(lambda: rst_blocks("docs/quickstart.rst")[:2], id="quickstart"),
+    ],
+)
+async def test_the_quickstart_runs_as_written(
+    aiohttp_client: AiohttpClient,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    blocks: Any,
+) -> None:
+    server_code, client_code = blocks()
+    assert 'add_post("/logout", logout)' in server_code
+    assert "aiohttp.CookieJar(unsafe=True)" in client_code
+    client = await aiohttp_client(run_server_code(server_code, monkeypatch))
+
+    page = await (await client.get("/")).text()
+    assert '"/ws"' in page
+    assert "fetch('/logout'" in page
+
+    capsys.readouterr()
+    await run_client_code(client_code, client)
+    assert capsys.readouterr().out == "echo: hello\nCLOSE 1000\n"
+
+
+def test_make_demo_installs_the_demo_extra_and_takes_a_port() -> None:
+    # run from `make test` too: the outer make's variables must not leak in
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-B", "demo", "PORT=9123"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+        env=env,
+    )
+    commands = done.stdout.splitlines()
+    assert ".venv/bin/python -m pip install --quiet -e '.[demo]'" in commands
+    assert not [c for c in commands if "[demo,test" in c]
+    assert commands[-1] == ".venv/bin/python -m demo --host 127.0.0.1 --port 9123"

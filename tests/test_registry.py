@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Hashable
 from typing import Any
 
 import aiohttp
@@ -26,8 +27,10 @@ from aiohttp_session_ws import (
 )
 from aiohttp_session_ws import registry as registry_module
 from aiohttp_session_ws.backends import SessionClosed
+from aiohttp_session_ws.ids import redact, wire_id
 
 from .apps import (
+    HANDLER_EXITS,
     TIMEOUT,
     Client,
     build_app,
@@ -93,7 +96,7 @@ async def test_generate_id_takes_sync_and_async_factories() -> None:
 @pytest.mark.parametrize("bad", [None, True, ("a", 1), 1.5, b"bytes"])
 async def test_generate_id_refuses_ids_json_cannot_keep(bad: object) -> None:
     registry = SessionWSRegistry(id_factory=lambda request: bad)
-    with pytest.raises(TypeError, match="must return a str or an int"):
+    with pytest.raises(TypeError, match="must be a str or an int"):
         await registry.generate_id(make_mocked_request("GET", "/"))
 
 
@@ -227,7 +230,9 @@ async def test_a_silent_node_costs_at_most_the_timeout(
     hub, _, node_b = cluster
     session_id = cookie_ws_id(node_b)
     tab = await open_ws(node_b)
-    hub.presence[session_id]["ghost-node"] = {"c1"}  # a node that died unannounced
+    hub.presence[wire_id(session_id)]["ghost-node"] = {
+        "c1"
+    }  # a node that died unannounced
     with caplog.at_level(logging.WARNING, logger="aiohttp_session_ws"):
         closed = await asyncio.wait_for(
             registry_of(node_b).close_all_session(session_id), TIMEOUT
@@ -243,9 +248,9 @@ async def test_stopping_a_node_withdraws_its_presence(
     hub, node_a, node_b = cluster
     session_id = cookie_ws_id(node_a)
     tab = await open_ws(node_b)
-    assert registry_of(node_b).node_id in hub.presence[session_id]
+    assert registry_of(node_b).node_id in hub.presence[wire_id(session_id)]
     await registry_of(node_b).backend.stop()
-    assert session_id not in hub.presence
+    assert wire_id(session_id) not in hub.presence
     assert await registry_of(node_a).count_connections(session_id) == 0
     await tab.close()
 
@@ -288,8 +293,9 @@ async def test_sockets_with_non_string_ids(aiohttp_client: AiohttpClient) -> Non
     try:
         tab = await open_ws(client)
         assert list(registry) == [100]
-        assert await other.connected_sessions() == {"100"}
-        assert await other.close_all_session("100") == 1
+        assert await other.connected_sessions() == {100}
+        assert await other.close_all_session("100") == 0  # another session
+        assert await other.close_all_session(100) == 1
         await expect_close(tab)
     finally:
         await other.stop()
@@ -366,10 +372,10 @@ async def test_close_alls_held_back_by_an_outage_are_bounded(
     registry = SessionWSRegistry(backend=OutageBackend())
     await registry.start()
     try:
-        with caplog.at_level(logging.ERROR, logger="aiohttp_session_ws"):
+        with caplog.at_level(logging.WARNING, logger="aiohttp_session_ws"):
             for session in ("s1", "s2", "s3"):
                 assert await registry.close_all_session(session) == 0
-            assert "dropped the one of s1" in caplog.text
+            assert f"dropped the one of {redact(wire_id('s1'))}" in caplog.text
             await recovered(registry)  # still down: they keep waiting
             assert "Backend failed again" in caplog.text
             registry.backend.missed_close_window = 0.0
@@ -421,6 +427,113 @@ async def test_two_recoveries_at_once_send_each_close_once() -> None:
         backend.down = False
         backend.come_back()
         await recovered(registry)  # a second reconnect while the first runs
-        assert marked == ["x", "y", "z"]
+        assert marked == [wire_id(s) for s in ("x", "y", "z")]
     finally:
         await registry.stop()
+
+
+def hand_registered_app(registry: SessionWSRegistry) -> web.Application:
+    """An app whose /ws puts its socket in ``registry._registry`` by hand, as
+    code written for 1.1.1 did, and takes it out with ``unregister``."""
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        session_ws_id = request.query["id"]
+        registry._registry.setdefault(session_ws_id, set()).add(ws)
+        try:
+            async for msg in ws:
+                await ws.send_str(msg.data)
+        finally:
+            registry.unregister(session_ws_id, ws)
+            request.app[HANDLER_EXITS].put_nowait(session_ws_id)
+        return ws
+
+    app = build_app(registry)
+    app.router.add_get("/by-hand", handler)
+    return app
+
+
+async def test_a_socket_put_in_the_storage_by_hand_is_seen_and_closed(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    registry = SessionWSRegistry()
+    client = await aiohttp_client(hand_registered_app(registry))
+    first = await open_ws(client, "/by-hand?id=first")
+    second = await open_ws(client, "/by-hand?id=second")
+    assert set(registry) == {"first", "second"}
+    assert len(registry) == 2
+    assert "first" in registry
+    assert len(registry["first"]) == 1
+    assert registry.connections("first") == []  # no record: never registered
+    assert await registry.close_all_session("first") == 1
+    assert await expect_close(first) == WSCloseCode.OK
+    assert await handler_exits(client, 1) == ["first"]
+    assert "first" not in registry
+    assert await registry.close_all() == 1
+    assert await expect_close(second) == WSCloseCode.GOING_AWAY
+    await handler_exits(client, 1)
+    assert len(registry) == 0
+
+
+async def test_a_1_1_1_subclass_that_keeps_its_own_register_works(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    seen: list[str] = []
+
+    class Revised(SessionWSRegistry):
+        # as 1.1.1's README told cluster users: revise register and unregister
+        def register(self, session_ws_id: Hashable, wsr: web.WebSocketResponse) -> None:
+            seen.append("register")
+            self._registry.setdefault(session_ws_id, set()).add(wsr)
+
+        def unregister(
+            self, session_ws_id: Hashable, wsr: web.WebSocketResponse
+        ) -> None:
+            seen.append("unregister")
+            sockets = self._registry.get(session_ws_id, set())
+            sockets.discard(wsr)
+            if not sockets:
+                self._registry.pop(session_ws_id, None)
+
+    registry = Revised()
+    client = await aiohttp_client(build_app(registry))
+    tab = await open_ws(client)
+    session_ws_id = cookie_ws_id(client)
+    assert list(registry) == [session_ws_id]
+    assert await registry.close_all_session(session_ws_id) == 1
+    assert await expect_close(tab) == WSCloseCode.OK
+    await handler_exits(client, 1)
+    assert seen == ["register", "unregister"]
+    assert len(registry) == 0
+
+
+async def test_unregister_takes_a_registered_socket_out_of_the_backend_too(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    hub = MemoryHub()
+    registry = SessionWSRegistry(backend=MemoryBackend(hub))
+    client = await aiohttp_client(build_app(registry))
+    tab = await open_ws(client)
+    assert wire_id(cookie_ws_id(client)) in hub.presence
+    await tab.close()
+    await handler_exits(client, 1)
+    assert hub.presence == {}
+    assert registry._records == {}
+    assert registry._opened == {}
+
+
+@pytest.mark.parametrize("bad", ["", "\udc80", b"x", None])
+def test_register_refuses_ids_the_cluster_cannot_carry(bad: object) -> None:
+    registry = SessionWSRegistry()
+    ws = web.WebSocketResponse()
+    with pytest.raises((TypeError, ValueError)):
+        registry.register(bad, ws)
+    assert len(registry) == 0
+
+
+@pytest.mark.parametrize("bad", ["", "\udc80abc"])
+async def test_generate_id_refuses_strings_redis_cannot_carry(bad: str) -> None:
+    registry = SessionWSRegistry(id_factory=lambda request: bad)
+    with pytest.raises(ValueError, match="id_factory's id"):
+        await registry.generate_id(make_mocked_request("GET", "/"))

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import time
+from http.cookies import SimpleCookie
 
 import aiohttp
 import aiohttp_session
 import pytest
 from aiohttp import WSCloseCode, web
 from aiohttp.pytest_plugin import AiohttpClient
+from aiohttp.typedefs import Handler, Middleware
+from multidict import CIMultiDictProxy
 
 from aiohttp_session_ws import (
     DEFAULT_SESSION_KEY,
@@ -23,15 +28,19 @@ from aiohttp_session_ws import (
     new_session_ws_id,
     schedule_close_all_session_ws,
     session_ws,
+    session_ws_middleware,
     setup,
     setup_session_ws,
 )
+from aiohttp_session_ws.web import SESSION_MIDDLEWARE_MISSING
 
 from .apps import (
+    HANDLER_EXITS,
     TIMEOUT,
     build_app,
     cookie_session,
     cookie_ws_id,
+    echo_handler,
     expect_close,
     handler_exits,
     open_ws,
@@ -411,7 +420,7 @@ async def test_scheduled_close_is_bounded_when_keep_alive_survives(
     assert await expect_close(tab) == WSCloseCode.OK
 
 
-async def test_upgrade_during_shutdown_is_refused(
+async def test_upgrade_racing_shutdown_is_closed_with_going_away(
     aiohttp_client: AiohttpClient,
 ) -> None:
     entered, gate = asyncio.Event(), asyncio.Event()
@@ -424,12 +433,12 @@ async def test_upgrade_during_shutdown_is_refused(
     registry = SessionWSRegistry(id_factory=slow_factory)
     client = await aiohttp_client(build_app(registry, middleware=False))
     connecting = asyncio.create_task(client.ws_connect("/ws"))
-    await asyncio.wait_for(entered.wait(), TIMEOUT)
+    await asyncio.wait_for(entered.wait(), TIMEOUT)  # past the checks
     assert await registry.shutdown() == 0
     gate.set()
-    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
-        await asyncio.wait_for(connecting, TIMEOUT)
-    assert refused.value.status == 503
+    ws = await asyncio.wait_for(connecting, TIMEOUT)
+    assert await expect_close(ws) == WSCloseCode.GOING_AWAY
+    assert await handler_exits(client, 1) == ["late-id"]
     assert len(registry) == 0
 
 
@@ -479,5 +488,240 @@ async def test_an_unhashable_id_in_the_session_fails_before_the_upgrade(
         assert resp.status == 200
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
         await client.ws_connect("/ws")
-    assert refused.value.status == 500  # no 101 followed by a dropped socket
+    assert refused.value.status == 400  # no 101 followed by a dropped socket
     assert len(registry_of(client)) == 0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["\udc80\udcff", "ok\ud800", "", True],
+    ids=["escaped", "lone", "empty", "bool"],
+)
+async def test_a_cookie_with_an_id_redis_cannot_carry_is_refused(
+    aiohttp_client: AiohttpClient, bad: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SimpleCookieStorage is JSON the client controls: "\udc80" is valid JSON
+    client = await aiohttp_client(build_app(middleware=False))
+    data = {"created": int(time.time()), "session": {DEFAULT_SESSION_KEY: bad}}
+    cookie: SimpleCookie = SimpleCookie()
+    cookie["AIOHTTP_SESSION"] = json.dumps(data)
+    headers = {"Cookie": f"AIOHTTP_SESSION={cookie['AIOHTTP_SESSION'].coded_value}"}
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/ws", headers=headers)
+    assert refused.value.status == 400
+    assert "Refused a websocket upgrade" in caplog.text
+    assert len(registry_of(client)) == 0
+    # the server goes on serving the other sessions
+    async with aiohttp.ClientSession() as other:
+        ws = await other.ws_connect(client.make_url("/ws"))
+        await ws.send_str("still here")
+        assert (await ws.receive(timeout=TIMEOUT)).data == "still here"
+        await ws.close()
+
+
+class Returning(SessionWSRegistry):
+    """A subclass whose id methods return something, as 1.1.1 let them."""
+
+    async def new_id(self, request: web.Request) -> str:  # type: ignore[override]
+        await super().new_id(request)
+        return "made"
+
+    async def delete_id(self, request: web.Request) -> str:  # type: ignore[override]
+        await super().delete_id(request)
+        return "dropped"
+
+    async def ensure_id(self, request: web.Request) -> str:  # type: ignore[override]
+        await super().ensure_id(request)
+        return "ensured"
+
+    async def schedule_close_all_session(  # type: ignore[override]
+        self, request: web.Request, response: web.StreamResponse
+    ) -> str:
+        await super().schedule_close_all_session(request, response)
+        return "scheduled"
+
+
+async def test_helpers_return_what_the_registry_methods_return(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    async def call_helpers(request: web.Request) -> web.Response:
+        response = web.Response()
+        returned = {
+            "ensure": await ensure_session_ws_id(request),
+            "new": await new_session_ws_id(request),
+            "delete": await delete_session_ws_id(request),
+            "schedule": await schedule_close_all_session_ws(request, response),
+        }
+        response.text = json.dumps(returned)
+        return response
+
+    app = build_app(Returning(), middleware=False)
+    app.router.add_post("/helpers", call_helpers)
+    client = await aiohttp_client(app)
+    async with client.post("/helpers") as resp:
+        assert resp.status == 200
+        assert json.loads(await resp.text()) == {
+            "ensure": "ensured",
+            "new": "made",
+            "delete": "dropped",
+            "schedule": "scheduled",
+        }
+
+
+def set_cookies(headers: object) -> list[str]:
+    """The Set-Cookie headers of a response (or of a refused handshake)."""
+    assert isinstance(headers, CIMultiDictProxy)
+    return list(headers.getall("Set-Cookie", []))
+
+
+async def test_refused_upgrades_set_no_cookie(aiohttp_client: AiohttpClient) -> None:
+    client = await aiohttp_client(build_app(middleware=False))
+    registry = registry_of(client)
+    async with client.get("/ws") as resp:  # not an upgrade
+        assert resp.status == 400
+        assert "Expected a websocket upgrade" in await resp.text()
+        assert set_cookies(resp.headers) == []
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/ws", headers={"Origin": "http://evil.example"})
+    assert refused.value.status == 403
+    assert set_cookies(refused.value.headers) == []
+    await registry.shutdown()
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await client.ws_connect("/ws")
+    assert refused.value.status == 503
+    assert set_cookies(refused.value.headers) == []
+    assert len(client.session.cookie_jar) == 0
+    assert len(registry) == 0
+
+
+def storage() -> aiohttp_session.AbstractStorage:
+    return aiohttp_session.SimpleCookieStorage()
+
+
+class Recording(SessionWSRegistry):
+    """Notes whether it was started."""
+
+    started = False
+
+    async def start(self) -> None:
+        self.started = True
+        await super().start()
+
+
+async def start_fails(app: web.Application, match: str) -> None:
+    """Starting ``app`` raises a RuntimeError matching ``match`` before the
+    registry starts."""
+    runner = web.AppRunner(app)
+    with pytest.raises(RuntimeError, match=match):
+        await runner.setup()
+    await runner.cleanup()
+    registry = app[REGISTRY_APP_KEY]
+    assert isinstance(registry, Recording)
+    assert not registry.started
+
+
+WRONG_ORDER = (
+    r"put session_ws_middleware after aiohttp_session\.session_middleware\(\.\.\.\) "
+    r"in middlewares=\[\.\.\.\]"
+)
+ABSENT = r"add aiohttp_session\.session_middleware\(storage\) before it"
+
+
+async def test_middleware_before_the_session_middleware_fails_startup() -> None:
+    listed = web.Application(
+        middlewares=[
+            session_ws_middleware,
+            aiohttp_session.session_middleware(storage()),
+        ]
+    )
+    setup(listed, Recording())
+    await start_fails(listed, WRONG_ORDER)
+
+    appended = web.Application(middlewares=[session_ws_middleware])
+    aiohttp_session.setup(appended, storage())  # appends after ours
+    setup(appended, Recording())
+    await start_fails(appended, WRONG_ORDER)
+
+
+async def test_middleware_without_the_session_middleware_fails_startup() -> None:
+    app = web.Application(middlewares=[session_ws_middleware])
+    setup(app, Recording())
+    await start_fails(app, ABSENT)
+
+
+async def test_sub_applications_are_checked_with_their_parents_middlewares(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    # Sessions from the parent, session_ws_middleware and setup() on the child:
+    # the child cannot see its parent, so its startup must not fail.
+    registry = SessionWSRegistry()
+    child = web.Application(middlewares=[session_ws_middleware])
+    setup(child, registry)
+    child.router.add_get("/ws", echo_handler)
+    child[HANDLER_EXITS] = asyncio.Queue()
+    parent = web.Application(
+        middlewares=[aiohttp_session.session_middleware(storage())]
+    )
+    parent.add_subapp("/child", child)
+    client = await aiohttp_client(parent)
+    ws = await open_ws(client, "/child/ws")
+    assert list(registry) == [cookie_ws_id(client)]
+    await ws.close()
+
+    # setup() on the parent sees its sub-applications and their lists.
+    cases: list[tuple[list[Middleware], str]] = [
+        ([session_ws_middleware], ABSENT),
+        (
+            [session_ws_middleware, aiohttp_session.session_middleware(storage())],
+            WRONG_ORDER,
+        ),
+    ]
+    for child_middlewares, match in cases:
+        child = web.Application(middlewares=child_middlewares)
+        parent = web.Application()
+        setup(parent, Recording())
+        parent.add_subapp("/child", child)
+        await start_fails(parent, match)
+
+
+def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The messages of the exceptions aiohttp logged while handling requests."""
+    return [
+        str(record.exc_info[1])
+        for record in caplog.records
+        if record.exc_info and record.exc_info[1] is not None
+    ]
+
+
+async def test_a_request_without_the_session_middleware_says_what_to_add(
+    aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    @web.middleware
+    async def passthrough(request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await handler(request)  # startup cannot know it gives no session
+
+    # through session_ws_middleware
+    app = web.Application(middlewares=[passthrough, session_ws_middleware])
+    setup(app, SessionWSRegistry())
+    app.router.add_routes(routes)
+    client = await aiohttp_client(app)
+    with caplog.at_level(logging.ERROR, logger="aiohttp.server"):
+        async with client.get("/id") as resp:
+            assert resp.status == 500
+    assert errors_logged(caplog) == [SESSION_MIDDLEWARE_MISSING]
+    assert "aiohttp_session.session_middleware(storage) first" in (
+        SESSION_MIDDLEWARE_MISSING
+    )
+    caplog.clear()
+
+    # through session_ws alone
+    app = web.Application()
+    setup(app, SessionWSRegistry())
+    app[HANDLER_EXITS] = asyncio.Queue()
+    app.router.add_get("/ws", echo_handler)
+    client = await aiohttp_client(app)
+    with caplog.at_level(logging.ERROR, logger="aiohttp.server"):
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await client.ws_connect("/ws")
+        assert refused.value.status == 500
+    assert errors_logged(caplog) == [SESSION_MIDDLEWARE_MISSING]

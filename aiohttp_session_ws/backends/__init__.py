@@ -6,6 +6,7 @@ module, which needs the ``redis`` extra.
 
 from .base import (
     Backend,
+    BackendConfigurationError,
     BackendUnavailableError,
     FrameHandler,
     NodeHooks,
@@ -15,6 +16,7 @@ from .memory import MemoryBackend, MemoryHub
 
 __all__ = [
     "Backend",
+    "BackendConfigurationError",
     "BackendUnavailableError",
     "FrameHandler",
     "MemoryBackend",

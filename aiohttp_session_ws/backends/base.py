@@ -15,6 +15,14 @@ class BackendUnavailableError(ConnectionError):
     """The backend could not reach the server that holds the cluster's state."""
 
 
+class BackendConfigurationError(RuntimeError):
+    """The backend's server refused this node (credentials, database, ACL, TLS).
+
+    Raised by ``start()``, so the application fails to start: unlike an
+    outage, waiting would not end it.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class NodeHooks:
     """What a backend calls on the registry it serves."""

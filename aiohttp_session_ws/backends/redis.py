@@ -9,25 +9,36 @@ heartbeat (renews the node's lease and removes the presence of dead nodes).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 try:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
-    from redis.exceptions import RedisError
+    from redis.exceptions import (
+        AuthenticationError,
+        AuthorizationError,
+        RedisError,
+        ResponseError,
+    )
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
-    raise ImportError(
-        "The Redis backend needs redis-py: pip install 'aiohttp-session-ws[redis]'"
-    ) from exc
+    from .._extras import redis_missing
+
+    raise redis_missing("The Redis backend") from exc
 
 from . import redis_scripts
-from .base import Backend, BackendUnavailableError, SessionClosed
+from .base import (
+    Backend,
+    BackendConfigurationError,
+    BackendUnavailableError,
+    SessionClosed,
+)
 
 logger = logging.getLogger("aiohttp_session_ws.redis")
 
@@ -38,6 +49,10 @@ POOL_SIZE = 50
 """Connections of the command pool of a client made from a URL; more
 concurrent commands wait for one of them."""
 
+_PING = b"\x00ping:"
+"""Starts the frames a node publishes to its own inbox to prove it still
+hears it (not JSON, so never taken for another node's frame)."""
+
 
 class RedisBackend(Backend):
     """Keeps the cluster's presence in Redis and carries frames over pub/sub.
@@ -46,7 +61,8 @@ class RedisBackend(Backend):
         owns the client, whose pool holds :data:`POOL_SIZE` connections that
         commands wait for, and closes it on stop) or a ``redis.asyncio.Redis``
         (give it a ``BlockingConnectionPool``: since redis-py 8 the default
-        pool fails a command when its 100 connections are all busy).
+        pool fails a command when its 100 connections are all busy; and
+        ``decode_responses=False``, the default: frames are bytes).
     :param prefix: the prefix of every key and channel; nodes sharing a prefix
         on one Redis form a cluster.
     :param node_ttl: a node that stops heartbeating (killed, frozen, cut off)
@@ -58,7 +74,8 @@ class RedisBackend(Backend):
     :param reconnect_max_delay: the cap of the reconnect delay, in seconds.
     :param command_timeout: the socket timeout of a client made from a URL, and
         how long :meth:`start` and :meth:`stop` wait for Redis, in seconds.
-    :raises ValueError: an option is out of range.
+    :raises ValueError: an option is out of range, the URL is not a Redis
+        URL, or the client decodes responses.
     """
 
     def __init__(
@@ -108,6 +125,14 @@ class RedisBackend(Backend):
             )
             self._owns_client = True
         else:
+            if redis.connection_pool.connection_kwargs.get("decode_responses"):
+                # a frame that is not UTF-8 would fail inside redis-py's
+                # parser, and cluster ids are compared as bytes
+                raise ValueError(
+                    "RedisBackend needs a client with decode_responses=False "
+                    "(the default): pass a second client for the backend, or "
+                    "a Redis URL"
+                )
             self.client = self._subscriber = redis
             self._owns_client = False
         self.prefix = prefix
@@ -141,6 +166,15 @@ class RedisBackend(Backend):
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self._redis_answers = asyncio.Event()
+        self._listen_delay = reconnect_delay
+        # proof that the inbox still delivers: pings sent and not yet heard
+        self._pings_sent = 0
+        self._pings_heard = 0
+        self._unheard: collections.deque[tuple[int, float]] = collections.deque()
+        self.loop_errors: collections.Counter[str] = collections.Counter()
+        """Unexpected errors caught per background loop (``listener``,
+        ``presence-writer``, ``heartbeat``); each was logged, and the loop
+        went on."""
 
     @property
     def inbox(self) -> str:
@@ -171,17 +205,21 @@ class RedisBackend(Backend):
         """
         if self._tasks:
             return
+        await self._check_configuration()
         self._subscribed_once = self._missed = False
         self._epoch = self._synced_epoch + 1
         self._stopping = asyncio.Event()
+        self._listen_delay = self.reconnect_delay
         loop = asyncio.get_running_loop()
         self._first_sync = loop.create_future()
-        for name, job in [
-            ("listener", self._listen),
-            ("presence-writer", self._write_presence),
-            ("heartbeat", self._beat),
+        for name, step in [
+            ("listener", self._listen_once),
+            ("presence-writer", self._write_presence_once),
+            ("heartbeat", self._beat_once),
         ]:
-            task = loop.create_task(job(), name=f"redis-{name}-{self.node_id}")
+            task = loop.create_task(
+                self._keep_running(name, step), name=f"redis-{name}-{self.node_id}"
+            )
             task.add_done_callback(_log_death)
             self._tasks.append(task)
         try:
@@ -197,6 +235,47 @@ class RedisBackend(Backend):
                 self.command_timeout,
                 self.node_id,
             )
+
+    async def _check_configuration(self) -> None:
+        """Fail the start when Redis refuses this node; an outage only logs.
+
+        A wrong password, a missing one, a forbidden command or a database
+        index out of range is a mistake in the configuration, not an outage:
+        waiting for it to end would only hide it. (A ``rediss://`` URL to a
+        Redis without TLS cannot be told from an unreachable one: it times out.)
+        """
+        try:
+            await asyncio.wait_for(self.client.ping(), self.command_timeout)
+        except (AuthenticationError, AuthorizationError, ResponseError) as exc:
+            raise BackendConfigurationError(
+                f"Redis at {_address(self.client)} refused this node: {exc} "
+                "(check the password, user, database number and ACL in the "
+                "URL or client you passed)"
+            ) from exc
+        except (RedisError, OSError, asyncio.TimeoutError):
+            pass  # unreachable for now: start() says so, and the node waits
+
+    async def _keep_running(
+        self, name: str, step: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        """Run one loop's ``step`` until the backend stops; no error ends it.
+
+        An unexpected error is logged and counted in :attr:`loop_errors`; it
+        counts as a lost connection (the node resyncs), and the loop goes on
+        after a pause.
+        """
+        while not self._stopping.is_set():
+            try:
+                await step()
+            except Exception as exc:
+                self.loop_errors[name] += 1
+                logger.exception(
+                    "Unexpected error in the %s of node %s; it goes on",
+                    name,
+                    self.node_id,
+                )
+                self._fail(exc, unsubscribed=name == "listener")
+                await self._pause(self.reconnect_delay)
 
     async def stop(self) -> None:
         """Stop the tasks, withdraw this node's presence, close an owned client."""
@@ -232,28 +311,82 @@ class RedisBackend(Backend):
         )
         return bool(receivers)
 
-    async def _listen(self) -> None:
-        delay = self.reconnect_delay
-        while not self._stopping.is_set():
-            pubsub = self._subscriber.pubsub()
-            try:
-                await pubsub.subscribe(self.inbox)
-                async for message in pubsub.listen():
-                    if message["type"] == "subscribe":
-                        self._on_subscribed()
-                        delay = self.reconnect_delay
-                    elif message["type"] == "message":
-                        await self._deliver(message["data"])
-                raise BackendUnavailableError("the subscription ended")
-            except (RedisError, OSError) as exc:
-                self._fail(exc, unsubscribed=True)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-            # back off, unless the heartbeat finds Redis answering again
-            self._redis_answers.clear()
-            await self._pause(delay * random.uniform(0.5, 1.0), self._redis_answers)
-            delay = min(delay * 2, self.reconnect_max_delay)
+    async def _listen_once(self) -> None:
+        """Subscribe and deliver until the subscription fails; then back off."""
+        pubsub = self._subscriber.pubsub()
+        try:
+            await asyncio.wait_for(pubsub.subscribe(self.inbox), self.command_timeout)
+            while not self._stopping.is_set():
+                message = await pubsub.get_message(timeout=self._beat_interval / 2)
+                if message is None:
+                    self._check_hearing()
+                elif message["type"] == "subscribe":
+                    self._on_subscribed()
+                    self._listen_delay = self.reconnect_delay
+                elif message["type"] == "message":
+                    await self._deliver(message["data"])
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self._fail(exc, unsubscribed=True)
+        finally:
+            self._subscribed = False
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    pubsub.aclose(),  # type: ignore[no-untyped-call]
+                    self.command_timeout,
+                )
+        if self._stopping.is_set():
+            return
+        # back off, unless the heartbeat finds Redis answering again
+        self._redis_answers.clear()
+        delay = self._listen_delay
+        await self._pause(delay * random.uniform(0.5, 1.0), self._redis_answers)
+        self._listen_delay = min(delay * 2, self.reconnect_max_delay)
+
+    @property
+    def _beat_interval(self) -> float:
+        return self.node_ttl / 4
+
+    def _check_hearing(self) -> None:
+        """Raise if a ping this node sent itself went unheard for a beat.
+
+        A subscriber connection cut without a reset (a NAT or load balancer
+        that dropped it) reads nothing, forever, and Redis still counts the
+        subscriber; only a frame that does not come back shows it.
+        """
+        if self._unheard and time.monotonic() - self._unheard[0][1] > (
+            self._beat_interval
+        ):
+            raise BackendUnavailableError(
+                "the inbox stopped delivering (a ping to itself went unheard "
+                f"for {self._beat_interval:.1f} s)"
+            )
+
+    def _heard_ping(self, frame: bytes) -> None:
+        try:
+            seq = int(frame[len(_PING) :])
+        except ValueError:
+            return
+        self._pings_heard = max(self._pings_heard, seq)
+        while self._unheard and self._unheard[0][0] <= self._pings_heard:
+            self._unheard.popleft()
+
+    async def _send_ping(self) -> None:
+        """Publish a ping to this node's own inbox, for the listener to hear."""
+        self._pings_sent += 1
+        seq = self._pings_sent
+        receivers = await self._command(
+            self.client.publish(self.inbox, _PING + str(seq).encode())
+        )
+        if not self._subscribed:
+            return
+        if not receivers:
+            logger.warning(
+                "Redis lists no subscriber for the inbox of node %s; subscribing again",
+                self.node_id,
+            )
+            self._unheard.appendleft((seq, 0.0))  # the listener acts on it now
+        elif seq > self._pings_heard:
+            self._unheard.append((seq, time.monotonic()))
 
     async def _pause(self, seconds: float, wake: asyncio.Event | None = None) -> None:
         """Wait ``seconds``, or less if the backend stops or ``wake`` is set."""
@@ -267,6 +400,7 @@ class RedisBackend(Backend):
                 waiting.cancel()
 
     def _on_subscribed(self) -> None:
+        self._unheard.clear()
         if self._subscribed_once:  # a resubscription: frames may have been lost
             logger.info("Node %s subscribed again to its inbox", self.node_id)
             self._new_epoch()
@@ -276,8 +410,12 @@ class RedisBackend(Backend):
         self._maybe_healthy()
 
     async def _deliver(self, data: bytes | str) -> None:
+        frame = data.encode() if isinstance(data, str) else data
+        if frame.startswith(_PING):
+            self._heard_ping(frame)
+            return
         try:
-            await self.deliver(data.encode() if isinstance(data, str) else data)
+            await self.deliver(frame)
         except Exception:
             logger.exception("Frame handler failed on node %s", self.node_id)
 
@@ -321,46 +459,60 @@ class RedisBackend(Backend):
         self._noted += 1
         self._wake.set()
 
-    async def _write_presence(self) -> None:
+    async def _write_presence_once(self) -> None:
         """Mirror ``_local`` into Redis: a full reset after a failure, else changes."""
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._stopping.is_set():
-                return
-            epoch, noted = self._epoch, self._noted
-            reset = self._synced_epoch != epoch
-            sessions = list(self._local) if reset else list(self._dirty)
-            self._dirty.clear()
-            if not sessions and not reset:
-                self._written = noted
-                self._release_flush_waiters()
-                continue
-            args: list[Any] = [self.node_id, self._lease_us, int(reset)]
-            for session_id in sessions:
-                args += [session_id, len(self._local.get(session_id, ()))]
-            try:
-                now_us, absent, closed = await self._run(self._write, *args)
-            except BackendUnavailableError:
-                self._dirty.update(sessions)
-                continue  # the heartbeat or the listener wakes us when it is back
-            self._learn_clock(now_us)
-            if absent:  # nothing was written: rewrite everything
-                logger.warning(
-                    "Node %s was missing from Redis (restarted empty, or the "
-                    "node was presumed dead); rejoining",
-                    self.node_id,
-                )
-                self._new_epoch()
-                self._wake.set()
-                continue
+        await self._wake.wait()
+        self._wake.clear()
+        if self._stopping.is_set():
+            return
+        epoch, noted = self._epoch, self._noted
+        reset = self._synced_epoch != epoch
+        sessions = list(self._local) if reset else list(self._dirty)
+        self._dirty.clear()
+        if not sessions and not reset:
             self._written = noted
             self._release_flush_waiters()
-            for session_id, at_us in _pairs(closed):
-                self._session_closed(_text(session_id), int(at_us))
-            if reset and self._epoch == epoch:
-                self._synced_epoch = epoch
-                self._maybe_healthy()
+            return
+        args: list[Any] = [self.node_id, self._lease_us, int(reset)]
+        for session_id in sessions:
+            args += [session_id, len(self._local.get(session_id, ()))]
+        try:
+            now_us, absent, closed = await self._run(self._write, *args)
+        except BackendUnavailableError:
+            self._dirty.update(sessions)
+            return  # the heartbeat or the listener wakes us when it is back
+        except BaseException:
+            self._dirty.update(sessions)
+            raise
+        self._learn_clock(now_us)
+        if absent:  # nothing was written: rewrite everything
+            self._rejoin(absent)
+            self._wake.set()
+            return
+        self._written = noted
+        self._release_flush_waiters()
+        for session_id, at_us in _pairs(closed):
+            self._session_closed(_text(session_id), int(at_us))
+        if reset and self._epoch == epoch:
+            self._synced_epoch = epoch
+            self._maybe_healthy()
+
+    def _rejoin(self, absent: int) -> None:
+        """Start a full resync: this node is not (or no longer) a member."""
+        if absent == _LAPSED:
+            logger.warning(
+                "Node %s outlived its lease (it was stalled or cut off for over "
+                "%.1f s): it may have missed close-alls; resyncing",
+                self.node_id,
+                self._lease_us / 1e6,
+            )
+        else:
+            logger.warning(
+                "Node %s was missing from Redis (restarted empty, or the node "
+                "was presumed dead); rejoining",
+                self.node_id,
+            )
+        self._new_epoch()
 
     def _maybe_healthy(self) -> None:
         """Once subscribed and fully written: end start(), report a recovery."""
@@ -382,36 +534,36 @@ class RedisBackend(Backend):
     def _lease_us(self) -> int:
         return int(self.node_ttl * 0.75 * 1e6)
 
-    async def _beat(self) -> None:
-        """Renew this node's lease every ``node_ttl / 4`` s; remove dead nodes."""
-        while not self._stopping.is_set():
-            try:
-                now_us, absent, reaped = await self._run(
-                    self._heartbeat, self.node_id, self._lease_us
+    async def _beat_once(self) -> None:
+        """Renew this node's lease, remove dead nodes, ping the inbox; then wait.
+
+        It runs every ``node_ttl / 4`` s.
+        """
+        try:
+            now_us, absent, reaped = await self._run(
+                self._heartbeat, self.node_id, self._lease_us
+            )
+        except BackendUnavailableError:
+            pass  # noted by _command; the next beat tries again
+        else:
+            self._learn_clock(now_us)
+            for node_id, sessions in _pairs(reaped):
+                logger.warning(
+                    "Node %s stopped heartbeating; removed its presence "
+                    "(%s session(s))",
+                    _text(node_id),
+                    sessions,
                 )
-            except BackendUnavailableError:
-                pass  # noted by _command; the next beat tries again
+            if absent and (self._synced_epoch or absent == _LAPSED):
+                self._rejoin(absent)
+            if not self._subscribed:
+                self._redis_answers.set()  # the listener retries now
             else:
-                self._learn_clock(now_us)
-                for node_id, sessions in _pairs(reaped):
-                    logger.warning(
-                        "Node %s stopped heartbeating; removed its presence "
-                        "(%s session(s))",
-                        _text(node_id),
-                        sessions,
-                    )
-                if absent and self._synced_epoch:
-                    logger.warning(
-                        "Node %s was missing from Redis (restarted empty, or the "
-                        "node was presumed dead); rejoining",
-                        self.node_id,
-                    )
-                    self._new_epoch()
-                if not self._subscribed:
-                    self._redis_answers.set()  # the listener retries now
-                if self._synced_epoch != self._epoch:
-                    self._wake.set()  # Redis answers again: resync now
-            await self._pause(self.node_ttl / 4)
+                with contextlib.suppress(BackendUnavailableError):
+                    await self._send_ping()
+            if self._synced_epoch != self._epoch:
+                self._wake.set()  # Redis answers again: resync now
+        await self._pause(self._beat_interval)
 
     async def _flush(self) -> None:
         """Wait until this node's presence notes so far are in Redis (if healthy)."""
@@ -485,6 +637,10 @@ def _address(client: aioredis.Redis) -> str:
     return (
         f"{options.get('host', '?')}:{options.get('port', '?')}/{options.get('db', 0)}"
     )
+
+
+_LAPSED = 2
+"""The scripts' ``absent`` value for a node whose lease ran out (1: no lease)."""
 
 
 def _pairs(flat: Sequence[Any]) -> list[tuple[Any, Any]]:

@@ -41,6 +41,18 @@ local function drop_node(node)
   redis.call('DEL', nkey)
   return #sids
 end
+-- 0: the node holds a live lease; 1: it has none (never joined, reaped,
+-- Redis restarted empty); 2: its lease ran out and nobody reaped it yet. A
+-- node whose lease ran out was skipped by close-alls meanwhile, so it is
+-- dropped like a reaped one, and rejoins with a full rewrite.
+local function membership(node, now)
+  local deadline = redis.call('ZSCORE', KEYS[1], node)
+  if not deadline then return 1 end
+  if tonumber(deadline) >= now then return 0 end
+  drop_node(node)
+  redis.call('ZREM', KEYS[1], node)
+  return 2
+end
 local function live_nodes(sid, now)
   local counts = redis.call('HGETALL', T .. ':session:' .. sid)
   local live = {}
@@ -58,14 +70,13 @@ end
 HEARTBEAT = (
     _PRELUDE
     + """
--- ARGV: tag, node, lease_us -> {now, node_is_absent, {dead node, sessions, ...}}
+-- ARGV: tag, node, lease_us -> {now, membership, {dead node, sessions, ...}}
 -- An absent node is not added back: only a full rewrite does that, so a
 -- repeated call reports the absence again.
 local now = now_us()
-local absent = 1
-if redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+local absent = membership(ARGV[2], now)
+if absent == 0 then
   redis.call('ZADD', KEYS[1], num(now + tonumber(ARGV[3])), ARGV[2])
-  absent = 0
 end
 local reaped = {}
 for _, dead in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. num(now))) do
@@ -81,14 +92,16 @@ WRITE_PRESENCE = (
     _PRELUDE
     + """
 -- ARGV: tag, node, lease_us, reset, session, count, ...
---   -> {now, node_is_absent, {session, closed_at_us, ...}}
--- A reset (full rewrite) adds the node; a change to an absent node (reaped,
--- or Redis restarted empty) writes nothing and reports the absence.
+--   -> {now, membership, {session, closed_at_us, ...}}
+-- A reset (full rewrite) adds the node; a change to a node without a live
+-- lease (reaped, Redis restarted empty, lease run out) writes nothing and
+-- reports it.
 local now = now_us()
 local node = ARGV[2]
 local reset = ARGV[4] == '1'
-if not reset and not redis.call('ZSCORE', KEYS[1], node) then
-  return {now, 1, {}}
+if not reset then
+  local absent = membership(node, now)
+  if absent ~= 0 then return {now, absent, {}} end
 end
 redis.call('ZADD', KEYS[1], num(now + tonumber(ARGV[3])), node)
 if reset then drop_node(node) end

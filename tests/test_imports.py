@@ -11,13 +11,20 @@ from aiohttp_session_ws._extras import REDIS_INSTALL_HINT
 
 
 @pytest.mark.parametrize(
-    "statement",
+    ("statement", "who"),
     [
-        "from aiohttp_session_ws import RedisSessionWSRegistry",
-        "import aiohttp_session_ws.redis_registry",
+        (
+            "from aiohttp_session_ws import RedisSessionWSRegistry",
+            "RedisSessionWSRegistry",
+        ),
+        ("import aiohttp_session_ws.redis_registry", "RedisSessionWSRegistry"),
+        ("from aiohttp_session_ws import RedisBackend", "The Redis backend"),
+        ("import aiohttp_session_ws.backends.redis", "The Redis backend"),
     ],
 )
-def test_redis_registry_without_redis_py_says_what_to_install(statement: str) -> None:
+def test_the_redis_names_without_redis_py_say_what_to_install(
+    statement: str, who: str
+) -> None:
     script = (
         "import sys; sys.modules['redis'] = None\n"
         "import aiohttp_session_ws as m\n"
@@ -36,8 +43,6 @@ def test_redis_registry_without_redis_py_says_what_to_install(statement: str) ->
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == (
-        f"RedisSessionWSRegistry needs redis-py: {REDIS_INSTALL_HINT}"
-    )
+    assert result.stdout.strip() == (f"{who} needs redis-py: {REDIS_INSTALL_HINT}")
     assert "pip install 'aiohttp-session-ws[redis]'" in REDIS_INSTALL_HINT
     assert "pip install -e '.[redis]'" in REDIS_INSTALL_HINT

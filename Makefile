@@ -9,7 +9,7 @@ PORT ?= 8080
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck pytest soak docs bench clean redis-server
+.PHONY: demo test lint typecheck pytest soak docs bench clean redis-server chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +44,16 @@ redis-server:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
 	}
 
-pytest: $(STAMP) redis-server
+# The browser tests drive Debian's chromium with playwright (no browser
+# download); install it when missing.
+chromium:
+	@command -v chromium >/dev/null || { \
+		echo "chromium is missing: installing it with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	}
+
+pytest: $(STAMP) redis-server chromium
 	$(BIN)/pytest
 
 # The long fault and soak runs (about a minute): many stalls and silent cuts.

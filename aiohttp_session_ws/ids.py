@@ -16,6 +16,9 @@ from collections.abc import Hashable
 SessionWSId = str | int
 """The types a session ws id may have."""
 
+MAX_INT_BITS = 128
+"""The largest int id, in bits (a UUID is 128): an id is a key, not a number."""
+
 _STR, _INT = "s:", "i:"
 _LOG_KEY = os.urandom(16)
 
@@ -25,8 +28,9 @@ def check_session_ws_id(value: object, *, source: str = "a session ws id") -> No
 
     :raises TypeError: ``value`` is not a ``str`` or an ``int`` (a ``bool``
         is refused too: it would collide with ``0`` and ``1``).
-    :raises ValueError: ``value`` is an empty string, or a string that is not
-        valid Unicode text (a lone surrogate, as ``surrogateescape`` makes of
+    :raises ValueError: ``value`` is an int of over :data:`MAX_INT_BITS` bits,
+        an empty string, or a string that is not valid Unicode text (a lone
+        surrogate, as ``surrogateescape`` makes of
         undecodable request bytes): Redis and JSON could not carry it.
     """
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -34,6 +38,8 @@ def check_session_ws_id(value: object, *, source: str = "a session ws id") -> No
             f"{source} must be a str or an int (it is stored in the session as "
             f"JSON), not {type(value).__name__}"
         )
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        raise ValueError(f"{source} is an int of over {MAX_INT_BITS} bits")
     if isinstance(value, str):
         if not value:
             raise ValueError(f"{source} must not be an empty string")

@@ -246,10 +246,11 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         sockets.discard(wsr)
         if not sockets:
             del self._registry[session_ws_id]
-        self._opened.pop(wsr, None)
-        record = self._records.pop(wsr, None)
+        record = self._records.get(wsr)
         if record is None or record.session_ws_id != session_ws_id:
             return  # put in _registry by hand: the backend never heard of it
+        del self._records[wsr]
+        self._opened.pop(wsr, None)
         try:
             self.backend.remove_connection(wire_id(session_ws_id), record.connection_id)
         except Exception:
@@ -270,7 +271,12 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
 
     # presence, cluster-wide
     async def session_nodes(self, session_ws_id: Hashable) -> Mapping[str, int]:
-        """Map each node holding connections of the session to their count."""
+        """Map each node holding connections of the session to their count.
+
+        :raises TypeError: the id is not a ``str`` or an ``int``.
+        :raises ValueError: the id is an empty string or not valid Unicode.
+        """
+        check_session_ws_id(session_ws_id)
         return await self.backend.session_nodes(wire_id(session_ws_id))
 
     async def count_connections(self, session_ws_id: Hashable) -> int:
@@ -320,15 +326,21 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         """Record the close-all and ask the nodes holding the session to close."""
         try:
             marked = await self.backend.mark_session_closed(session)
-        except Exception as exc:
+        except BackendUnavailableError as exc:
             logger.warning(
                 "Backend unavailable (%s): closing the local websockets of %s; "
                 "the other nodes follow when it is back",
                 exc,
                 redact(session),
-                exc_info=not isinstance(exc, BackendUnavailableError),
             )
             self._remember_close(session)
+            return 0
+        except Exception:  # not an outage: asking again would fail the same way
+            logger.exception(
+                "The backend refused the close-all of %s: only this node's "
+                "websockets were closed",
+                redact(session),
+            )
             return 0
         closed = await self._close_on_nodes(marked.nodes, {"session": session})
         if not self.backend.healthy:  # it failed meanwhile: send again once back
@@ -395,18 +407,27 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         self._recover_again = True
         while self._recover_again:
             self._recover_again = False
-            await self._send_pending_closes()
+            if not await self._send_pending_closes():
+                continue  # down again: the next recovery tells the app
             for callback in list(self.on_reconnect):
                 try:
                     await callback()
                 except Exception:
                     logger.exception("An on_reconnect callback failed")
 
-    async def _send_pending_closes(self) -> None:
+    async def _send_pending_closes(self) -> bool:
+        """Send the held-back close-alls, oldest first.
+
+        Returns False if the backend failed again: the rest wait for the next
+        recovery.
+        """
         while self._pending_closes:
-            session, asked_at = self._pending_closes.popleft()
+            # taken off only once handled: a cancel (at stop) loses nothing
+            entry = self._pending_closes[0]
+            session, asked_at = entry
             ago = time.monotonic() - asked_at
             if ago > self.backend.missed_close_window:
+                self._handled(entry)
                 logger.error(
                     "Dropped the close-all of %s asked %.0f s ago: older than the "
                     "backend's missed_close_window",
@@ -417,15 +438,16 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
             try:
                 marked = await self.backend.mark_session_closed(session, ago=ago)
             except BackendUnavailableError as exc:
-                self._pending_closes.appendleft((session, asked_at))
                 logger.warning("Backend failed again (%s); close-alls wait for it", exc)
-                return
+                return False
             except Exception:  # not an outage: retrying would fail the same way
+                self._handled(entry)
                 logger.exception(
                     "Dropped the held-back close-all of %s: the backend refused it",
                     redact(session),
                 )
                 continue
+            self._handled(entry)
             try:
                 await self._close_on_nodes(
                     marked.nodes, {"session": session, "before": marked.at}
@@ -435,6 +457,12 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
                     "Asking the nodes to close the websockets of %s failed",
                     redact(session),
                 )
+        return True
+
+    def _handled(self, entry: tuple[str, float]) -> None:
+        """Take a held-back close-all off the queue (the bound may have already)."""
+        with contextlib.suppress(ValueError):
+            self._pending_closes.remove(entry)
 
     async def schedule_close_all_session(
         self, request: web.Request, response: web.StreamResponse

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass, field
 
 
@@ -29,6 +30,8 @@ class SilentCutProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
+        self.subscribed_at: list[float] = []
+        """When (``time.monotonic()``) each connection first subscribed."""
 
     @property
     def url(self) -> str:
@@ -46,6 +49,13 @@ class SilentCutProxy:
         Returns how many were cut. Connections made later are carried.
         """
         cut = [link for link in self._links if link.subscriber and not link.cut]
+        for link in cut:
+            link.cut = True
+        return len(cut)
+
+    def cut_all(self) -> int:
+        """Stop carrying the bytes of every connection so far; return how many."""
+        cut = [link for link in self._links if not link.cut]
         for link in cut:
             link.cut = True
         return len(cut)
@@ -73,8 +83,9 @@ class SilentCutProxy:
     ) -> None:
         try:
             while data := await reader.read(65536):
-                if upward and b"SUBSCRIBE" in data.upper():
+                if upward and not link.subscriber and b"SUBSCRIBE" in data.upper():
                     link.subscriber = True
+                    self.subscribed_at.append(time.monotonic())
                 if not link.cut:
                     writer.write(data)
                     await writer.drain()

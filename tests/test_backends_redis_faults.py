@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import time
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
@@ -328,3 +329,136 @@ async def test_an_unreachable_redis_still_starts_local_only(prefix: str) -> None
         assert not registry.healthy
     finally:
         await registry.stop()
+
+
+async def test_a_close_redis_refuses_is_dropped_and_the_rest_go_through(
+    own_redis_server: RedisServer,
+    aiohttp_client: AiohttpClient,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = own_redis_server.url
+    asking = await make_node(
+        aiohttp_client, url, prefix, command_timeout=0.5, reconnect_max_delay=0.2
+    )
+    holder = await make_node(aiohttp_client, url, prefix, reconnect_max_delay=0.2)
+    tab = await open_ws(holder)
+    session_id = cookie_ws_id(holder)
+    registry = registry_of(asking)
+    assert await registry.count_connections(session_id) == 1
+    admin = aioredis.Redis.from_url(url)
+    try:  # a key of the wrong type: Redis refuses that close-all, always
+        await admin.hset(f"{{{prefix}}}:closed:{wire_id('poisoned')}", "x", "1")
+    finally:
+        await admin.aclose()
+    back = reconnected(registry)
+    process = own_redis_server.process
+    assert process is not None
+    process.send_signal(signal.SIGSTOP)  # frozen, keys kept: both wait
+    try:
+        closes = await asyncio.gather(
+            registry.close_all_session("poisoned"),
+            registry.close_all_session(session_id),
+        )
+        assert list(closes) == [0, 0]
+        assert len(registry._pending_closes) == 2
+    finally:
+        process.send_signal(signal.SIGCONT)
+    with caplog.at_level(logging.ERROR, logger="aiohttp_session_ws"):
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+        assert await expect_close(tab) == WSCloseCode.OK
+    assert "Dropped the held-back close-all" in caplog.text
+    assert not registry._pending_closes
+    assert registry.healthy
+
+
+async def test_a_close_redis_refuses_while_up_closes_the_local_sockets(
+    redis_server: RedisServer,
+    aiohttp_client: AiohttpClient,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    node = await make_node(aiohttp_client, redis_server.url, prefix)
+    tab = await open_ws(node)
+    session_id = cookie_ws_id(node)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await admin.hset(f"{{{prefix}}}:closed:{wire_id(session_id)}", "x", "1")
+    finally:
+        await admin.aclose()
+    registry = registry_of(node)
+    with caplog.at_level(logging.ERROR, logger="aiohttp_session_ws"):
+        assert await registry.close_all_session(session_id) == 1
+    assert await expect_close(tab) == WSCloseCode.OK
+    assert "refused the close-all" in caplog.text
+    assert not registry._pending_closes  # not an outage: nothing waits
+    assert registry.healthy
+
+
+async def test_stopping_mid_send_still_logs_every_close_left(
+    own_redis_server: RedisServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = RedisSessionWSRegistry(
+        own_redis_server.url, prefix=prefix, command_timeout=2.0
+    )
+    await registry.start()
+    process = own_redis_server.process
+    assert process is not None
+    process.send_signal(signal.SIGSTOP)  # every command hangs
+    try:
+        sessions = ("one", "two", "three")
+        closes = await asyncio.gather(*map(registry.close_all_session, sessions))
+        assert closes == [0, 0, 0]
+        with caplog.at_level(logging.ERROR, logger="aiohttp_session_ws"):
+            # the last try is cut short in the middle of a command
+            await registry.stop(timeout=0.3)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    undelivered = [
+        r.getMessage() for r in caplog.records if "undelivered" in r.getMessage()
+    ]
+    assert sorted(undelivered) == sorted(
+        f"Stopped with the close-all of session {redact(wire_id(s))} undelivered: "
+        "its websockets on other nodes stay open"
+        for s in sessions
+    )
+
+
+@pytest.mark.parametrize(
+    ("commands", "keys", "missing"),
+    [
+        (["+@all", "-subscribe"], ["*"], "SUBSCRIBE"),
+        (["+@all"], ["other:*"], "its keys"),
+        (["+@all", "-publish"], ["*"], "PUBLISH"),
+        (["+@all", "-evalsha", "-eval"], ["*"], "scripts"),
+    ],
+)
+async def test_an_acl_that_forbids_what_the_node_needs_fails_the_start(
+    redis_server: RedisServer,
+    prefix: str,
+    commands: list[str],
+    keys: list[str],
+    missing: str,
+) -> None:
+    user = f"limited-{prefix}"
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await admin.acl_setuser(
+            user,
+            enabled=True,
+            passwords=["+pw"],
+            commands=commands,
+            keys=keys,
+            channels=["*"],
+            reset=True,
+        )
+        url = f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0"
+        registry = RedisSessionWSRegistry(url, prefix=prefix, command_timeout=5.0)
+        began = time.monotonic()
+        with pytest.raises(BackendConfigurationError, match="refused this node"):
+            await registry.start()
+        assert time.monotonic() - began < 2.0, missing
+        assert not registry.backend._tasks
+    finally:
+        await admin.acl_deluser(user)
+        await admin.aclose()

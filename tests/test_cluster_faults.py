@@ -184,3 +184,54 @@ async def test_soak_silent_cuts_are_each_noticed(
         times.append(await deaf_node_recovery(redis_server, aiohttp_client, prefix))
     print("seconds until a deaf node closed the tab:", sorted(times))
     assert max(times) <= NODE_TTL * 1.5
+
+
+async def test_a_node_cut_off_entirely_is_unhealthy_until_it_hears_again(
+    redis_server: RedisServer, aiohttp_client: AiohttpClient, prefix: str
+) -> None:
+    """Every connection of B cut silently, the command connections too: B must
+    say so within node_ttl, and claim health again only on a new subscription."""
+    proxy = SilentCutProxy(redis_server.port)
+    await proxy.start()
+    samples: list[tuple[float, bool]] = []
+    try:
+        a = await node_a(aiohttp_client, redis_server.url, prefix, close_timeout=0.3)
+        registry_b = RedisSessionWSRegistry(
+            proxy.url,
+            prefix=prefix,
+            node_ttl=NODE_TTL,
+            reconnect_max_delay=0.5,
+            command_timeout=1.0,
+        )
+        b = await aiohttp_client(build_app(registry_b))
+        share_session(a, b)
+        tab = await open_ws(b)
+        session_id = cookie_ws_id(a)
+        await written(redis_server.url, prefix, session_id, registry_b.node_id)
+        assert registry_b.healthy
+        done = asyncio.Event()
+
+        async def sample() -> None:
+            for _ in range(2000):  # 20 s at most
+                samples.append((time.monotonic(), registry_b.healthy))
+                if done.is_set():
+                    return
+                await asyncio.sleep(0.01)  # a measurement, not a wait for an event
+
+        sampler = asyncio.ensure_future(sample())
+        cut_at = time.monotonic()
+        assert proxy.cut_all() >= 2  # the subscriber and the command pool
+        await registry_of(a).close_all_session(session_id)
+        assert await expect_close(tab) == WSCloseCode.OK
+        done.set()
+        await asyncio.wait_for(sampler, TIMEOUT)
+        await b.close()
+    finally:
+        await proxy.close()
+    unhealthy_at = next(t for t, healthy in samples if t > cut_at and not healthy)
+    assert unhealthy_at - cut_at <= NODE_TTL
+    resubscribed_at = min(t for t in proxy.subscribed_at if t > cut_at)
+    claimed = [t for t, healthy in samples if t > unhealthy_at and healthy]
+    assert all(t > resubscribed_at for t in claimed), (
+        "healthy while the only subscription was the cut one"
+    )

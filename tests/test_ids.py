@@ -51,3 +51,11 @@ def test_redact_hides_the_id_and_is_stable() -> None:
     assert len(shown) == 11
     assert all(c in "0123456789abcdef" for c in shown[1:])  # no piece of the id
     assert "sec" not in shown
+
+
+def test_an_int_id_is_a_key_not_a_number() -> None:
+    check_session_ws_id(2**128 - 1)  # a UUID as an int
+    with pytest.raises(ValueError, match="bits"):
+        check_session_ws_id(2**128)
+    with pytest.raises(ValueError, match="bits"):
+        check_session_ws_id(10**5000)  # str() of it would raise

@@ -40,6 +40,7 @@ from .apps import (
     open_ws,
     registry_of,
 )
+from .logwait import watch_log
 
 
 class FailingClose(web.WebSocketResponse):
@@ -376,10 +377,21 @@ async def test_close_alls_held_back_by_an_outage_are_bounded(
             for session in ("s1", "s2", "s3"):
                 assert await registry.close_all_session(session) == 0
             assert f"dropped the one of {redact(wire_id('s1'))}" in caplog.text
-            await recovered(registry)  # still down: they keep waiting
-            assert "Backend failed again" in caplog.text
+            # still down: they keep waiting, and the app is not told yet
+            told = asyncio.Event()
+
+            async def note() -> None:
+                told.set()
+
+            registry.on_reconnect.append(note)
+            with watch_log("aiohttp_session_ws", "Backend failed again") as again:
+                assert isinstance(registry.backend, OutageBackend)
+                registry.backend.come_back()
+                await again.wait(timeout=TIMEOUT)
+            assert len(registry._pending_closes) == 2
+            assert not told.is_set()
             registry.backend.missed_close_window = 0.0
-            registry.backend.down = False  # type: ignore[attr-defined]
+            registry.backend.down = False
             await recovered(registry)
         assert caplog.text.count("older than the backend's missed_close_window") == 2
     finally:
@@ -537,3 +549,40 @@ async def test_generate_id_refuses_strings_redis_cannot_carry(bad: str) -> None:
     registry = SessionWSRegistry(id_factory=lambda request: bad)
     with pytest.raises(ValueError, match="id_factory's id"):
         await registry.generate_id(make_mocked_request("GET", "/"))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["", "\ud800", True, ["a"], 10**5000],
+    ids=["empty", "surrogate", "bool", "list", "huge"],
+)
+async def test_presence_queries_refuse_ids_no_session_can_have(bad: object) -> None:
+    registry = SessionWSRegistry()
+    with pytest.raises((TypeError, ValueError)):
+        await registry.count_connections(bad)
+    with pytest.raises((TypeError, ValueError)):
+        await registry.session_nodes(bad)
+
+
+async def test_a_huge_int_id_is_closed_locally_without_a_stray_coroutine() -> None:
+    registry = SessionWSRegistry()
+    assert await registry.close_all_session(10**5000) == 0
+
+
+async def test_unregister_under_another_id_keeps_the_real_record(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    hub = MemoryHub()
+    registry = SessionWSRegistry(backend=MemoryBackend(hub))
+    client = await aiohttp_client(build_app(registry))
+    tab = await open_ws(client)
+    session_ws_id = cookie_ws_id(client)
+    (ws,) = registry[session_ws_id]
+    registry._registry.setdefault("by-hand", set()).add(ws)
+    registry.unregister("by-hand", ws)  # the hand-made entry only
+    record = registry.connection(ws)
+    assert record is not None
+    assert record.session_ws_id == session_ws_id
+    await tab.close()
+    await handler_exits(client, 1)
+    assert hub.presence == {}  # its presence went with the real unregister

@@ -24,8 +24,12 @@ try:
     from redis.exceptions import (
         AuthenticationError,
         AuthorizationError,
+        ClusterDownError,
+        OutOfMemoryError,
+        ReadOnlyError,
         RedisError,
         ResponseError,
+        TryAgainError,
     )
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     from .._extras import redis_missing
@@ -167,10 +171,16 @@ class RedisBackend(Backend):
         self._stopping = asyncio.Event()
         self._redis_answers = asyncio.Event()
         self._listen_delay = reconnect_delay
-        # proof that the inbox still delivers: pings sent and not yet heard
+        self._ping_wanted = asyncio.Event()
+        # proof that the inbox still delivers: pings sent and not yet heard;
+        # after any failure, healthy waits for a ping sent since to be heard
         self._pings_sent = 0
         self._pings_heard = 0
         self._unheard: collections.deque[tuple[int, float]] = collections.deque()
+        self._hearing = False
+        self._confirm_after = 0  # pings up to this one predate the last failure
+        self._last_heard = time.monotonic()
+        self._subscriptions = 0  # counts subscriptions, so a ping knows its own
         self.loop_errors: collections.Counter[str] = collections.Counter()
         """Unexpected errors caught per background loop (``listener``,
         ``presence-writer``, ``heartbeat``); each was logged, and the loop
@@ -186,8 +196,12 @@ class RedisBackend(Backend):
 
     @property
     def healthy(self) -> bool:
-        """True while subscribed, with this node's presence fully written."""
-        return self._subscribed and self._synced_epoch == self._epoch
+        """True while subscribed, presence fully written, and the inbox heard.
+
+        After any failure the node is healthy again only once a ping sent to
+        its own inbox since then has come back.
+        """
+        return self._subscribed and self._synced_epoch == self._epoch and self._hearing
 
     def now(self) -> float:
         """Redis's clock, as last seen; it errs early by at most a round trip."""
@@ -202,11 +216,16 @@ class RedisBackend(Backend):
 
         If Redis cannot be reached within ``command_timeout``, the node starts
         anyway, local-only and unhealthy, and joins the cluster once it can.
+
+        :raises BackendConfigurationError: Redis refused this node (a password,
+            database number or ACL that does not fit).
         """
         if self._tasks:
             return
+        deadline = time.monotonic() + self.command_timeout
         await self._check_configuration()
-        self._subscribed_once = self._missed = False
+        self._subscribed_once = self._missed = self._hearing = False
+        self._confirm_after = self._pings_sent
         self._epoch = self._synced_epoch + 1
         self._stopping = asyncio.Event()
         self._listen_delay = self.reconnect_delay
@@ -224,8 +243,12 @@ class RedisBackend(Backend):
             self._tasks.append(task)
         try:
             await asyncio.wait_for(
-                asyncio.shield(self._first_sync), self.command_timeout
+                asyncio.shield(self._first_sync),
+                max(deadline - time.monotonic(), 0.0),
             )
+        except BackendConfigurationError:
+            await self.stop()
+            raise
         except asyncio.TimeoutError:
             logger.error(
                 "Redis at %s is unreachable after %.1f s; node %s runs local-only "
@@ -235,6 +258,8 @@ class RedisBackend(Backend):
                 self.command_timeout,
                 self.node_id,
             )
+        finally:
+            self._first_sync = None  # a refusal later is an error like others
 
     async def _check_configuration(self) -> None:
         """Fail the start when Redis refuses this node; an outage only logs.
@@ -246,14 +271,19 @@ class RedisBackend(Backend):
         """
         try:
             await asyncio.wait_for(self.client.ping(), self.command_timeout)
-        except (AuthenticationError, AuthorizationError, ResponseError) as exc:
-            raise BackendConfigurationError(
-                f"Redis at {_address(self.client)} refused this node: {exc} "
-                "(check the password, user, database number and ACL in the "
-                "URL or client you passed)"
-            ) from exc
-        except (RedisError, OSError, asyncio.TimeoutError):
+        except RedisError as exc:
+            if _refuses(exc):
+                raise self._refused(exc) from exc
+        except (OSError, asyncio.TimeoutError):
             pass  # unreachable for now: start() says so, and the node waits
+
+    def _refused(self, exc: RedisError) -> BackendConfigurationError:
+        return BackendConfigurationError(
+            f"Redis at {_address(self.client)} refused this node: {exc} "
+            "(check the password, user, database number and ACL in the URL or "
+            "client you passed: the node needs its commands on keys and "
+            f"channels {self._tag}:*)"
+        )
 
     async def _keep_running(
         self, name: str, step: Callable[[], Coroutine[Any, Any, None]]
@@ -262,12 +292,19 @@ class RedisBackend(Backend):
 
         An unexpected error is logged and counted in :attr:`loop_errors`; it
         counts as a lost connection (the node resyncs), and the loop goes on
-        after a pause.
+        after a pause that doubles while the errors go on. Before the first
+        sync, a command that Redis refuses (an ACL, say) fails :meth:`start`.
         """
+        delay = self.reconnect_delay
         while not self._stopping.is_set():
             try:
                 await step()
+                delay = self.reconnect_delay
             except Exception as exc:
+                first = self._first_sync
+                if isinstance(exc, RedisError) and first and not first.done():
+                    first.set_exception(self._refused(exc))
+                    return
                 self.loop_errors[name] += 1
                 logger.exception(
                     "Unexpected error in the %s of node %s; it goes on",
@@ -275,7 +312,8 @@ class RedisBackend(Backend):
                     self.node_id,
                 )
                 self._fail(exc, unsubscribed=name == "listener")
-                await self._pause(self.reconnect_delay)
+                await self._pause(delay * random.uniform(0.5, 1.0))
+                delay = min(delay * 2, self.reconnect_max_delay)
 
     async def stop(self) -> None:
         """Stop the tasks, withdraw this node's presence, close an owned client."""
@@ -292,7 +330,7 @@ class RedisBackend(Backend):
         self._release_flush_waiters()
         try:
             await self._run(self._leave, self.node_id)
-        except BackendUnavailableError as exc:
+        except (BackendUnavailableError, RedisError) as exc:
             logger.warning(
                 "Could not withdraw node %s from Redis (%s); the other nodes drop "
                 "it within node_ttl",
@@ -326,6 +364,8 @@ class RedisBackend(Backend):
                 elif message["type"] == "message":
                     await self._deliver(message["data"])
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            if isinstance(exc, RedisError) and _refuses(exc):
+                raise  # not an outage: _keep_running logs it and backs off
             self._fail(exc, unsubscribed=True)
         finally:
             self._subscribed = False
@@ -347,18 +387,24 @@ class RedisBackend(Backend):
         return self.node_ttl / 4
 
     def _check_hearing(self) -> None:
-        """Raise if a ping this node sent itself went unheard for a beat.
+        """Raise if the inbox does not deliver this node's pings to itself.
 
+        That is a ping unheard for a beat, or none heard for two and a half.
         A subscriber connection cut without a reset (a NAT or load balancer
         that dropped it) reads nothing, forever, and Redis still counts the
-        subscriber; only a frame that does not come back shows it.
+        subscriber; only a frame that does not come back shows it. When the
+        command connections are cut too, no ping is sent: silence shows it.
         """
-        if self._unheard and time.monotonic() - self._unheard[0][1] > (
-            self._beat_interval
-        ):
+        now = time.monotonic()
+        if self._unheard and now - self._unheard[0][1] > self._beat_interval:
             raise BackendUnavailableError(
                 "the inbox stopped delivering (a ping to itself went unheard "
                 f"for {self._beat_interval:.1f} s)"
+            )
+        if now - self._last_heard > 2.5 * self._beat_interval:
+            raise BackendUnavailableError(
+                "the inbox stopped delivering (no ping heard for "
+                f"{now - self._last_heard:.1f} s)"
             )
 
     def _heard_ping(self, frame: bytes) -> None:
@@ -366,19 +412,23 @@ class RedisBackend(Backend):
             seq = int(frame[len(_PING) :])
         except ValueError:
             return
+        self._last_heard = time.monotonic()
         self._pings_heard = max(self._pings_heard, seq)
         while self._unheard and self._unheard[0][0] <= self._pings_heard:
             self._unheard.popleft()
+        if seq > self._confirm_after and not self._hearing:
+            self._hearing = True
+            self._maybe_healthy()
 
     async def _send_ping(self) -> None:
         """Publish a ping to this node's own inbox, for the listener to hear."""
         self._pings_sent += 1
-        seq = self._pings_sent
+        seq, subscription = self._pings_sent, self._subscriptions
         receivers = await self._command(
             self.client.publish(self.inbox, _PING + str(seq).encode())
         )
-        if not self._subscribed:
-            return
+        if not self._subscribed or subscription != self._subscriptions:
+            return  # it went to a subscription that is gone
         if not receivers:
             logger.warning(
                 "Redis lists no subscriber for the inbox of node %s; subscribing again",
@@ -401,6 +451,8 @@ class RedisBackend(Backend):
 
     def _on_subscribed(self) -> None:
         self._unheard.clear()
+        self._subscriptions += 1
+        self._last_heard = time.monotonic()
         if self._subscribed_once:  # a resubscription: frames may have been lost
             logger.info("Node %s subscribed again to its inbox", self.node_id)
             self._new_epoch()
@@ -423,6 +475,8 @@ class RedisBackend(Backend):
     def _new_epoch(self) -> None:
         self._epoch += 1
         self._missed = True
+        self._hearing = False
+        self._confirm_after = self._pings_sent
 
     def _fail(self, exc: BaseException, *, unsubscribed: bool = False) -> None:
         was_healthy = self.healthy
@@ -433,7 +487,7 @@ class RedisBackend(Backend):
                 "Node %s lost Redis (%s); local work goes on, cross-node "
                 "messages may be missed until it is back",
                 self.node_id,
-                exc,
+                str(exc) or type(exc).__name__,
             )
         self._new_epoch()
         self._release_flush_waiters()
@@ -513,10 +567,16 @@ class RedisBackend(Backend):
                 self.node_id,
             )
         self._new_epoch()
+        self._release_flush_waiters()
 
     def _maybe_healthy(self) -> None:
-        """Once subscribed and fully written: end start(), report a recovery."""
+        """End start() and report a recovery, once healthy.
+
+        Subscribed and fully written but not yet heard: ask for a ping now.
+        """
         if not self.healthy:
+            if self._subscribed and self._synced_epoch == self._epoch:
+                self._ping_wanted.set()  # the heartbeat sends one at once
             return
         if self._first_sync is not None and not self._first_sync.done():
             self._first_sync.set_result(None)
@@ -537,8 +597,10 @@ class RedisBackend(Backend):
     async def _beat_once(self) -> None:
         """Renew this node's lease, remove dead nodes, ping the inbox; then wait.
 
-        It runs every ``node_ttl / 4`` s.
+        It runs every ``node_ttl / 4`` s, and at once when a recovery waits
+        for a ping to be heard.
         """
+        self._ping_wanted.clear()
         try:
             now_us, absent, reaped = await self._run(
                 self._heartbeat, self.node_id, self._lease_us
@@ -563,7 +625,7 @@ class RedisBackend(Backend):
                     await self._send_ping()
             if self._synced_epoch != self._epoch:
                 self._wake.set()  # Redis answers again: resync now
-        await self._pause(self._beat_interval)
+        await self._pause(self._beat_interval, self._ping_wanted)
 
     async def _flush(self) -> None:
         """Wait until this node's presence notes so far are in Redis (if healthy)."""
@@ -619,11 +681,16 @@ class RedisBackend(Backend):
         """Await a Redis call for at most ``command_timeout`` s.
 
         A failure raises :class:`BackendUnavailableError` and starts a resync,
-        after which close-alls held back meanwhile are sent again.
+        after which close-alls held back meanwhile are sent again. A reply
+        that refuses the command for another reason (a wrong type, an ACL)
+        is raised as it is: it is not an outage, and trying again would fail
+        the same way.
         """
         try:
             return await asyncio.wait_for(call, self.command_timeout)
         except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            if isinstance(exc, RedisError) and _refuses(exc):
+                raise
             self._fail(exc)
             reason = str(exc) or type(exc).__name__
             raise BackendUnavailableError(f"Redis: {reason}") from exc
@@ -637,6 +704,19 @@ def _address(client: aioredis.Redis) -> str:
     return (
         f"{options.get('host', '?')}:{options.get('port', '?')}/{options.get('db', 0)}"
     )
+
+
+_OUTAGE_REPLIES = (ReadOnlyError, TryAgainError, ClusterDownError, OutOfMemoryError)
+"""Error replies of a Redis that is failing over, loading or full: outages."""
+
+
+def _refuses(exc: RedisError) -> bool:
+    """Whether ``exc`` is Redis refusing the command rather than an outage."""
+    if isinstance(exc, (AuthenticationError, AuthorizationError)):
+        return True
+    if not isinstance(exc, ResponseError) or isinstance(exc, _OUTAGE_REPLIES):
+        return False
+    return not str(exc).startswith(("BUSY", "LOADING", "NOREPLICAS", "MASTERDOWN"))
 
 
 _LAPSED = 2

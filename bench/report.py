@@ -25,7 +25,7 @@ TARGETS = {
     ("close", "socketio"): 0.5,
     ("idle_memory", "raw"): 1.3,
 }
-"""The issue's targets: ours / baseline must not exceed these."""
+"""The targets: ours / baseline must not exceed these."""
 
 
 def _find(results: list[Result], **match: Any) -> Result | None:
@@ -47,7 +47,7 @@ class Figure:
     group: str | None = None
     """The result field that tells rows of the scenario apart, if any."""
     targeted: Callable[[Result], bool] = lambda result: False
-    """Whether the issue sets a target for this row."""
+    """Whether a target is set for this row."""
 
 
 FIGURES = [

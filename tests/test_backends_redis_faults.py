@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from aiohttp_session_ws import (
     RedisSessionWSRegistry,
     SessionWSRegistry,
 )
+from aiohttp_session_ws.backends.redis import WRITE_BATCH
 from aiohttp_session_ws.ids import redact, wire_id
 
 from .apps import (
@@ -180,6 +183,7 @@ async def test_ids_1_and_str_1_are_two_sessions_in_the_cluster(
         await ws.send_str("ping")
         assert (await ws.receive(timeout=TIMEOUT)).data == "ping"
     assert set(registry) == {1, "1"}
+    await registry.count_connections("1")  # waits for this node's writes
     assert await registry_of(other).count_connections(1) == 1
     assert await registry_of(other).count_connections("1") == 1
     assert await registry_of(other).connected_sessions() == {1, "1"}
@@ -461,4 +465,114 @@ async def test_an_acl_that_forbids_what_the_node_needs_fails_the_start(
         assert not registry.backend._tasks
     finally:
         await admin.acl_deluser(user)
+        await admin.aclose()
+
+
+async def test_a_stalled_loop_or_a_slow_redis_is_no_deafness(
+    redis_server: RedisServer, aiohttp_client: AiohttpClient, prefix: str
+) -> None:
+    """Stalls shorter than the lease keep the subscription: no resubscription,
+    and no on_reconnect but for a lease that ran out meanwhile."""
+    node = await make_node(aiohttp_client, redis_server.url, prefix, node_ttl=1.0)
+    registry = registry_of(node)
+    told = 0
+
+    async def note() -> None:
+        nonlocal told
+        told += 1
+
+    registry.on_reconnect.append(note)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        with (
+            watch_log(REDIS_LOG, "subscribed again") as resubscribed,
+            watch_log(REDIS_LOG, "outlived its lease") as lapsed,
+        ):
+            for _ in range(3):
+                time.sleep(0.4)  # noqa: ASYNC251 (the fault: this loop blocked)
+                await asyncio.sleep(0.3)  # let it catch up between stalls
+            for _ in range(3):
+                await admin.client_pause(400, all=False)  # writes wait 0.4 s
+                await asyncio.sleep(0.7)
+    finally:
+        await admin.aclose()
+    assert resubscribed.records == []
+    assert told == len(lapsed.records)
+    back = reconnected(registry)
+    if not registry.healthy:
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+
+
+async def test_a_node_with_many_sessions_resyncs_in_batches(
+    redis_server: RedisServer,
+    aiohttp_client: AiohttpClient,
+    prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    node = await make_node(aiohttp_client, redis_server.url, prefix)
+    backend = backend_of(node)
+    registry = registry_of(node)
+    sessions = 2500
+    for n in range(sessions):  # presence as the registry notes it
+        backend.add_connection(wire_id(n), f"c{n}")
+    assert len(await registry.connected_sessions()) == sessions
+    batches: list[int] = []
+    write = backend._write
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        batches.append((len(kwargs["args"]) - 4) // 2)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(backend, "_write", counting)
+    back = reconnected(registry)
+    admin = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await admin.client_kill_filter(_type="pubsub")  # every node resyncs
+    finally:
+        await admin.aclose()
+    await asyncio.wait_for(back.wait(), TIMEOUT)
+    assert max(batches) <= WRITE_BATCH
+    assert sum(batches) >= sessions
+    assert len(await registry.connected_sessions()) == sessions
+
+
+async def test_a_redis_that_cannot_save_holds_the_logout_back(
+    own_redis_server: RedisServer,
+    aiohttp_client: AiohttpClient,
+    prefix: str,
+) -> None:
+    """MISCONF (a background save failed: a full disk, a lost directory) is an
+    outage: the close-all waits for it to end, and then lands."""
+    url = own_redis_server.url
+    asking = await make_node(aiohttp_client, url, prefix, reconnect_max_delay=0.2)
+    holder = await make_node(aiohttp_client, url, prefix, reconnect_max_delay=0.2)
+    tab = await open_ws(holder)
+    session_id = cookie_ws_id(holder)
+    registry = registry_of(asking)
+    assert await registry.count_connections(session_id) == 1
+    admin = aioredis.Redis.from_url(url)
+    directory = own_redis_server.directory
+    try:
+        # writes stop while the last save failed (with save points set)
+        await admin.config_set("save", "3600 1")
+        await admin.config_set("stop-writes-on-bgsave-error", "yes")
+        shutil.rmtree(directory)  # the next save fails
+        await admin.bgsave()
+
+        async def save_failed() -> None:
+            # Redis tells of a finished save only when asked
+            while (await admin.info("persistence"))["rdb_bgsave_in_progress"]:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(save_failed(), TIMEOUT)
+        assert (await admin.info("persistence"))["rdb_last_bgsave_status"] == "err"
+        back = reconnected(registry)
+        assert await registry.close_all_session(session_id) == 0
+        assert len(registry._pending_closes) == 1  # held back, not dropped
+        # the operator lets writes go on (Redis's directory cannot come back)
+        await admin.config_set("stop-writes-on-bgsave-error", "no")
+        await asyncio.wait_for(back.wait(), TIMEOUT)
+        assert await expect_close(tab) == WSCloseCode.OK
+    finally:
+        os.makedirs(directory, exist_ok=True)  # for the fixture's clean-up
         await admin.aclose()

@@ -28,6 +28,7 @@ from .apps import (
     cookie_ws_id,
     expect_close,
     open_ws,
+    reconnected,
     registry_of,
     share_session,
 )
@@ -219,10 +220,12 @@ async def test_a_node_cut_off_entirely_is_unhealthy_until_it_hears_again(
                 await asyncio.sleep(0.01)  # a measurement, not a wait for an event
 
         sampler = asyncio.ensure_future(sample())
+        back = reconnected(registry_b)
         cut_at = time.monotonic()
         assert proxy.cut_all() >= 2  # the subscriber and the command pool
         await registry_of(a).close_all_session(session_id)
         assert await expect_close(tab) == WSCloseCode.OK
+        await asyncio.wait_for(back.wait(), TIMEOUT)  # healthy again
         done.set()
         await asyncio.wait_for(sampler, TIMEOUT)
         await b.close()
@@ -232,6 +235,7 @@ async def test_a_node_cut_off_entirely_is_unhealthy_until_it_hears_again(
     assert unhealthy_at - cut_at <= NODE_TTL
     resubscribed_at = min(t for t in proxy.subscribed_at if t > cut_at)
     claimed = [t for t, healthy in samples if t > unhealthy_at and healthy]
+    assert claimed, "never healthy again"
     assert all(t > resubscribed_at for t in claimed), (
         "healthy while the only subscription was the cut one"
     )

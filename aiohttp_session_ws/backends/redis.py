@@ -24,12 +24,9 @@ try:
     from redis.exceptions import (
         AuthenticationError,
         AuthorizationError,
-        ClusterDownError,
-        OutOfMemoryError,
-        ReadOnlyError,
+        NoPermissionError,
         RedisError,
         ResponseError,
-        TryAgainError,
     )
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     from .._extras import redis_missing
@@ -52,6 +49,9 @@ DEFAULT_PREFIX = "aiohttp_session_ws"
 POOL_SIZE = 50
 """Connections of the command pool of a client made from a URL; more
 concurrent commands wait for one of them."""
+
+WRITE_BATCH = 1000
+"""Sessions per presence write: one script call blocks Redis for its length."""
 
 _PING = b"\x00ping:"
 """Starts the frames a node publishes to its own inbox to prove it still
@@ -179,8 +179,8 @@ class RedisBackend(Backend):
         self._unheard: collections.deque[tuple[int, float]] = collections.deque()
         self._hearing = False
         self._confirm_after = 0  # pings up to this one predate the last failure
-        self._last_heard = time.monotonic()
         self._subscriptions = 0  # counts subscriptions, so a ping knows its own
+        self._beat_started: float | None = None  # a heartbeat awaiting Redis
         self.loop_errors: collections.Counter[str] = collections.Counter()
         """Unexpected errors caught per background loop (``listener``,
         ``presence-writer``, ``heartbeat``); each was logged, and the loop
@@ -199,8 +199,19 @@ class RedisBackend(Backend):
         """True while subscribed, presence fully written, and the inbox heard.
 
         After any failure the node is healthy again only once a ping sent to
-        its own inbox since then has come back.
+        its own inbox since then has come back. A heartbeat that waits for
+        Redis longer than a beat (``node_ttl / 4``) makes it false meanwhile:
+        Redis, or the way to it, is stalled, and frames may be lost.
         """
+        started = self._beat_started
+        overdue = started is not None and (
+            time.monotonic() - started > self._beat_interval
+        )
+        return self._in_sync and not overdue
+
+    @property
+    def _in_sync(self) -> bool:
+        """Subscribed, fully written and heard since the last failure."""
         return self._subscribed and self._synced_epoch == self._epoch and self._hearing
 
     def now(self) -> float:
@@ -354,11 +365,20 @@ class RedisBackend(Backend):
         pubsub = self._subscriber.pubsub()
         try:
             await asyncio.wait_for(pubsub.subscribe(self.inbox), self.command_timeout)
+            poll = self._beat_interval / 2
             while not self._stopping.is_set():
-                message = await pubsub.get_message(timeout=self._beat_interval / 2)
+                asked = time.monotonic()
+                message = await pubsub.get_message(timeout=poll)
                 if message is None:
-                    self._check_hearing()
-                elif message["type"] == "subscribe":
+                    if time.monotonic() - asked > 2 * poll:
+                        continue  # the loop itself was stalled: look again
+                    if self._deafness() is None:
+                        continue
+                    # what came during a stall may wait in the buffer still
+                    message = await pubsub.get_message(timeout=0)
+                    if message is None:
+                        raise BackendUnavailableError(self._deafness())
+                if message["type"] == "subscribe":
                     self._on_subscribed()
                     self._listen_delay = self.reconnect_delay
                 elif message["type"] == "message":
@@ -386,33 +406,31 @@ class RedisBackend(Backend):
     def _beat_interval(self) -> float:
         return self.node_ttl / 4
 
-    def _check_hearing(self) -> None:
-        """Raise if the inbox does not deliver this node's pings to itself.
+    def _deafness(self) -> str | None:
+        """Why the inbox seems not to deliver, or None: a ping unheard a beat.
 
-        That is a ping unheard for a beat, or none heard for two and a half.
         A subscriber connection cut without a reset (a NAT or load balancer
         that dropped it) reads nothing, forever, and Redis still counts the
-        subscriber; only a frame that does not come back shows it. When the
-        command connections are cut too, no ping is sent: silence shows it.
+        subscriber; only a frame that does not come back shows it. The clock
+        of a ping starts when Redis has taken it, so a slow Redis does not
+        count; when the command connections are cut too, the heartbeat that
+        waits for Redis makes the node unhealthy (see :attr:`healthy`), and
+        its timeout makes it resync.
         """
-        now = time.monotonic()
-        if self._unheard and now - self._unheard[0][1] > self._beat_interval:
-            raise BackendUnavailableError(
+        if self._unheard and time.monotonic() - self._unheard[0][1] > (
+            self._beat_interval
+        ):
+            return (
                 "the inbox stopped delivering (a ping to itself went unheard "
                 f"for {self._beat_interval:.1f} s)"
             )
-        if now - self._last_heard > 2.5 * self._beat_interval:
-            raise BackendUnavailableError(
-                "the inbox stopped delivering (no ping heard for "
-                f"{now - self._last_heard:.1f} s)"
-            )
+        return None
 
     def _heard_ping(self, frame: bytes) -> None:
         try:
             seq = int(frame[len(_PING) :])
         except ValueError:
             return
-        self._last_heard = time.monotonic()
         self._pings_heard = max(self._pings_heard, seq)
         while self._unheard and self._unheard[0][0] <= self._pings_heard:
             self._unheard.popleft()
@@ -452,7 +470,6 @@ class RedisBackend(Backend):
     def _on_subscribed(self) -> None:
         self._unheard.clear()
         self._subscriptions += 1
-        self._last_heard = time.monotonic()
         if self._subscribed_once:  # a resubscription: frames may have been lost
             logger.info("Node %s subscribed again to its inbox", self.node_id)
             self._new_epoch()
@@ -479,7 +496,7 @@ class RedisBackend(Backend):
         self._confirm_after = self._pings_sent
 
     def _fail(self, exc: BaseException, *, unsubscribed: bool = False) -> None:
-        was_healthy = self.healthy
+        was_healthy = self._in_sync
         if unsubscribed:
             self._subscribed = False
         if was_healthy:
@@ -514,7 +531,11 @@ class RedisBackend(Backend):
         self._wake.set()
 
     async def _write_presence_once(self) -> None:
-        """Mirror ``_local`` into Redis: a full reset after a failure, else changes."""
+        """Mirror ``_local`` into Redis: a full reset after a failure, else changes.
+
+        Sessions go in batches of :data:`WRITE_BATCH`, so that the reset of a
+        node with many sessions does not hold Redis up for the other nodes.
+        """
         await self._wake.wait()
         self._wake.clear()
         if self._stopping.is_set():
@@ -527,26 +548,32 @@ class RedisBackend(Backend):
             self._written = noted
             self._release_flush_waiters()
             return
-        args: list[Any] = [self.node_id, self._lease_us, int(reset)]
-        for session_id in sessions:
-            args += [session_id, len(self._local.get(session_id, ()))]
-        try:
-            now_us, absent, closed = await self._run(self._write, *args)
-        except BackendUnavailableError:
-            self._dirty.update(sessions)
-            return  # the heartbeat or the listener wakes us when it is back
-        except BaseException:
-            self._dirty.update(sessions)
-            raise
-        self._learn_clock(now_us)
-        if absent:  # nothing was written: rewrite everything
-            self._rejoin(absent)
-            self._wake.set()
-            return
+        for start in range(0, max(len(sessions), 1), WRITE_BATCH):
+            batch = sessions[start : start + WRITE_BATCH]
+            if self._epoch != epoch:  # failed meanwhile: the next round resets
+                return
+            # the first batch of a reset drops what Redis holds of this node
+            args: list[Any] = [self.node_id, self._lease_us, int(reset and not start)]
+            for session_id in batch:
+                args += [session_id, len(self._local.get(session_id, ()))]
+            try:
+                now_us, absent, closed = await self._run(self._write, *args)
+            except BackendUnavailableError:
+                self._dirty.update(sessions[start:])
+                return  # the heartbeat or the listener wakes us when it is back
+            except BaseException:
+                self._dirty.update(sessions[start:])
+                raise
+            self._learn_clock(now_us)
+            if absent:  # nothing was written: rewrite everything
+                self._dirty.update(sessions[start:])
+                self._rejoin(absent)
+                self._wake.set()
+                return
+            for session_id, at_us in _pairs(closed):
+                self._session_closed(_text(session_id), int(at_us))
         self._written = noted
         self._release_flush_waiters()
-        for session_id, at_us in _pairs(closed):
-            self._session_closed(_text(session_id), int(at_us))
         if reset and self._epoch == epoch:
             self._synced_epoch = epoch
             self._maybe_healthy()
@@ -574,7 +601,7 @@ class RedisBackend(Backend):
 
         Subscribed and fully written but not yet heard: ask for a ping now.
         """
-        if not self.healthy:
+        if not self._in_sync:
             if self._subscribed and self._synced_epoch == self._epoch:
                 self._ping_wanted.set()  # the heartbeat sends one at once
             return
@@ -601,6 +628,7 @@ class RedisBackend(Backend):
         for a ping to be heard.
         """
         self._ping_wanted.clear()
+        self._beat_started = time.monotonic()
         try:
             now_us, absent, reaped = await self._run(
                 self._heartbeat, self.node_id, self._lease_us
@@ -625,6 +653,8 @@ class RedisBackend(Backend):
                     await self._send_ping()
             if self._synced_epoch != self._epoch:
                 self._wake.set()  # Redis answers again: resync now
+        finally:
+            self._beat_started = None
         await self._pause(self._beat_interval, self._ping_wanted)
 
     async def _flush(self) -> None:
@@ -706,17 +736,20 @@ def _address(client: aioredis.Redis) -> str:
     )
 
 
-_OUTAGE_REPLIES = (ReadOnlyError, TryAgainError, ClusterDownError, OutOfMemoryError)
-"""Error replies of a Redis that is failing over, loading or full: outages."""
+_REFUSALS = ("NOPERM", "WRONGTYPE", "NOAUTH", "WRONGPASS", "ERR unknown command")
+"""How the error replies begin that refuse a command for good (an ACL, a key
+of another type, a command renamed away); any other reply (``MISCONF``,
+``BUSY``, ``LOADING``, ``READONLY``, ``OOM``...) is an outage and waits."""
 
 
 def _refuses(exc: RedisError) -> bool:
     """Whether ``exc`` is Redis refusing the command rather than an outage."""
-    if isinstance(exc, (AuthenticationError, AuthorizationError)):
+    if isinstance(exc, (AuthenticationError, AuthorizationError, NoPermissionError)):
         return True
-    if not isinstance(exc, ResponseError) or isinstance(exc, _OUTAGE_REPLIES):
+    if not isinstance(exc, ResponseError):
         return False
-    return not str(exc).startswith(("BUSY", "LOADING", "NOREPLICAS", "MASTERDOWN"))
+    text = str(exc)
+    return "DB index is out of range" in text or any(code in text for code in _REFUSALS)
 
 
 _LAPSED = 2

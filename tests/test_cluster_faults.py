@@ -95,6 +95,16 @@ async def logout_while_stalled(
         await remote.close()
 
 
+async def slow_reaper_and_node(
+    aiohttp_client: AiohttpClient, url: str, prefix: str, start_node: StartNode
+) -> tuple[Client, NodeProcess]:
+    """Node A, which reaps rarely, and node B, in its own process."""
+    a = await node_a(
+        aiohttp_client, url, prefix, node_ttl=SLOW_REAPER_TTL, close_timeout=0.3
+    )
+    return a, await start_node(url, NODE_TTL)
+
+
 async def test_a_node_stalled_past_its_lease_closes_the_logouts_it_missed(
     redis_server: RedisServer,
     aiohttp_client: AiohttpClient,
@@ -103,10 +113,7 @@ async def test_a_node_stalled_past_its_lease_closes_the_logouts_it_missed(
     browser: aiohttp.ClientSession,
 ) -> None:
     url = redis_server.url
-    a = await node_a(
-        aiohttp_client, url, prefix, node_ttl=SLOW_REAPER_TTL, close_timeout=0.3
-    )
-    b = await start_node(url, NODE_TTL)
+    a, b = await slow_reaper_and_node(aiohttp_client, url, prefix, start_node)
     missed = [
         not await logout_while_stalled(a, b, browser, url, prefix) for _ in range(2)
     ]
@@ -122,10 +129,7 @@ async def test_soak_stalls_around_the_lease_lose_no_logout(
     browser: aiohttp.ClientSession,
 ) -> None:
     url = redis_server.url
-    a = await node_a(
-        aiohttp_client, url, prefix, node_ttl=SLOW_REAPER_TTL, close_timeout=0.3
-    )
-    b = await start_node(url, NODE_TTL)
+    a, b = await slow_reaper_and_node(aiohttp_client, url, prefix, start_node)
     lease = NODE_TTL * 0.75
     rounds = 30
     missed = 0

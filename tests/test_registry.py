@@ -520,13 +520,20 @@ async def test_a_1_1_1_subclass_that_keeps_its_own_register_works(
     assert len(registry) == 0
 
 
-async def test_unregister_takes_a_registered_socket_out_of_the_backend_too(
+async def one_tab_on_a_hub(
     aiohttp_client: AiohttpClient,
-) -> None:
+) -> tuple[MemoryHub, SessionWSRegistry, Client, aiohttp.ClientWebSocketResponse]:
+    """A node on a memory hub, with one tab of one session open."""
     hub = MemoryHub()
     registry = SessionWSRegistry(backend=MemoryBackend(hub))
     client = await aiohttp_client(build_app(registry))
-    tab = await open_ws(client)
+    return hub, registry, client, await open_ws(client)
+
+
+async def test_unregister_takes_a_registered_socket_out_of_the_backend_too(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    hub, registry, client, tab = await one_tab_on_a_hub(aiohttp_client)
     assert wire_id(cookie_ws_id(client)) in hub.presence
     await tab.close()
     await handler_exits(client, 1)
@@ -572,10 +579,7 @@ async def test_a_huge_int_id_is_closed_locally_without_a_stray_coroutine() -> No
 async def test_unregister_under_another_id_keeps_the_real_record(
     aiohttp_client: AiohttpClient,
 ) -> None:
-    hub = MemoryHub()
-    registry = SessionWSRegistry(backend=MemoryBackend(hub))
-    client = await aiohttp_client(build_app(registry))
-    tab = await open_ws(client)
+    hub, registry, client, tab = await one_tab_on_a_hub(aiohttp_client)
     session_ws_id = cookie_ws_id(client)
     (ws,) = registry[session_ws_id]
     registry._registry.setdefault("by-hand", set()).add(ws)

@@ -1,7 +1,8 @@
-"""Session-bound websockets for aiohttp: track and close every websocket of a login."""
+"""Session-bound websockets for aiohttp: track, push to and close those of a login."""
 
 from typing import TYPE_CHECKING, Any
 
+from .authorization import Action, aiohttp_security_policy, deny_all
 from .backends import (
     Backend,
     BackendConfigurationError,
@@ -9,12 +10,21 @@ from .backends import (
     MemoryBackend,
     MemoryHub,
 )
+from .endpoint import serve_protocol, session_ws_endpoint
+from .protocol import (
+    SUBPROTOCOL,
+    CloseCode,
+    ErrorCode,
+    ProtocolError,
+    ProtocolLimits,
+)
 from .registry import (
     DEFAULT_ID_FACTORY,
     DEFAULT_SESSION_KEY,
     ConnectionRecord,
     SessionWSRegistry,
 )
+from .stats import Stats
 from .web import (
     REGISTRY_APP_KEY,
     REGISTRY_KEY,
@@ -56,15 +66,26 @@ __all__ = [
     "DEFAULT_SESSION_KEY",
     "REGISTRY_APP_KEY",
     "REGISTRY_KEY",
+    "SUBPROTOCOL",
+    "Action",
     "Backend",
     "BackendConfigurationError",
     "BackendUnavailableError",
+    "CloseCode",
     "ConnectionRecord",
+    "ErrorCode",
     "MemoryBackend",
     "MemoryHub",
+    "ProtocolError",
+    "ProtocolLimits",
     "RedisBackend",
     "RedisSessionWSRegistry",
     "SessionWSRegistry",
+    "Stats",
+    "aiohttp_security_policy",
+    "deny_all",
+    "serve_protocol",
+    "session_ws_endpoint",
     "delete_session_ws_id",
     "ensure_session_ws_id",
     "get_registry",

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
 from .backends.base import Backend
@@ -17,18 +17,39 @@ logger = logging.getLogger("aiohttp_session_ws.nodebus")
 JSONDict = dict[str, Any]
 CallHandler = Callable[[JSONDict], Awaitable[Any]]
 """Answers a call from another node; its result (JSON-able) is the reply."""
+Publisher = Callable[[bytes], Awaitable[Collection[str]]]
+"""Sends a call's frame; returns the nodes it reached."""
+
+
+_FAILED = object()
 
 
 class _PendingCall:
-    def __init__(self, nodes: Collection[str]) -> None:
+    def __init__(self, nodes: Iterable[str]) -> None:
         self.waiting = set(nodes)
         self.replies: dict[str, Any] = {}
+        self.early: dict[str, Any] = {}  # replies that beat publish()'s return
         self.done = asyncio.get_running_loop().create_future()
+
+    def expect(self, nodes: Iterable[str]) -> None:
+        for node in nodes:
+            if node not in self.early:
+                self.waiting.add(node)
+            elif (body := self.early.pop(node)) is not _FAILED:
+                self.replies[node] = body
+
+    def fail(self, node_id: str) -> None:
+        if node_id in self.waiting:
+            self.give_up(node_id)
+        elif node_id not in self.replies:
+            self.early[node_id] = _FAILED
 
     def answer(self, node_id: str, body: Any) -> None:
         if node_id in self.waiting:
             self.replies[node_id] = body
             self.give_up(node_id)
+        elif node_id not in self.replies:
+            self.early[node_id] = body
 
     def give_up(self, node_id: str) -> None:
         self.waiting.discard(node_id)
@@ -61,28 +82,43 @@ class NodeBus:
     ) -> dict[str, Any]:
         """Send a call to ``nodes`` and return ``{node id: reply}`` for each answer.
 
-        Nodes that do not answer within ``timeout`` seconds, or that could not be
-        reached, are logged and left out of the result.
+        The frame goes to every node at once (concurrently). Nodes that do not
+        answer within ``timeout`` seconds, or that could not be reached, are
+        logged and left out of the result.
         """
         if not nodes:
             return {}
+
+        async def publish(frame: bytes) -> Collection[str]:
+            sent = await asyncio.gather(
+                *(self._publish_to(node, kind, frame) for node in nodes)
+            )
+            return [node for node, ok in zip(nodes, sent, strict=True) if ok]
+
+        return await self.call_published(publish, kind, body, timeout=timeout)
+
+    async def call_published(
+        self,
+        publish: Publisher,
+        kind: str,
+        body: JSONDict,
+        *,
+        timeout: float,
+    ) -> dict[str, Any]:
+        """Make a call that ``publish`` sends; wait for the nodes it names.
+
+        ``publish`` gets the encoded frame and returns the nodes it reached:
+        a backend can look the nodes up and publish in one round trip. What
+        it raises is raised.
+        """
         call_id = next(self._call_ids)
-        pending = _PendingCall(nodes)
-        self._calls[call_id] = pending
         frame = _encode(kind, self.node_id, call_id, body)
+        self._calls[call_id] = pending = _PendingCall(())
         try:
-            for node_id in nodes:
-                try:
-                    listening = await self._backend.publish(node_id, frame)
-                except Exception:
-                    logger.exception("Could not send %r to node %s", kind, node_id)
-                    pending.give_up(node_id)
-                    continue
-                if not listening:
-                    logger.warning(
-                        "Node %s is not listening; skipped %r", node_id, kind
-                    )
-                    pending.give_up(node_id)
+            nodes = await publish(frame)
+            pending.expect(node for node in nodes if node not in pending.replies)
+            if not pending.waiting:
+                return pending.replies
             try:
                 await asyncio.wait_for(asyncio.shield(pending.done), timeout)
             except asyncio.TimeoutError:
@@ -96,6 +132,16 @@ class NodeBus:
             return pending.replies
         finally:
             del self._calls[call_id]
+
+    async def _publish_to(self, node_id: str, kind: str, frame: bytes) -> bool:
+        try:
+            listening = await self._backend.publish(node_id, frame)
+        except Exception:
+            logger.exception("Could not send %r to node %s", kind, node_id)
+            return False
+        if not listening:
+            logger.warning("Node %s is not listening; skipped %r", node_id, kind)
+        return listening
 
     async def receive(self, raw: bytes) -> None:
         """Take a frame from the backend: answer a call, or complete one of ours."""
@@ -125,7 +171,7 @@ class NodeBus:
                 pending.answer(sender, body)
             else:
                 logger.error("Node %s failed to answer a call", sender)
-                pending.give_up(sender)
+                pending.fail(sender)
             return
         handler = self._handlers.get(kind)
         if self._tasks.closed:

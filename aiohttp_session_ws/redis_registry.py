@@ -36,6 +36,7 @@ class RedisSessionWSRegistry(SessionWSRegistry):
         reconnect_delay: float = 0.1,
         reconnect_max_delay: float = 5.0,
         command_timeout: float = 5.0,
+        handle_key: bytes | str | None = None,
         **registry_options: Any,
     ) -> None:
         backend = RedisBackend(
@@ -46,5 +47,6 @@ class RedisSessionWSRegistry(SessionWSRegistry):
             reconnect_delay=reconnect_delay,
             reconnect_max_delay=reconnect_max_delay,
             command_timeout=command_timeout,
+            handle_key=handle_key,
         )
         super().__init__(backend=backend, **registry_options)

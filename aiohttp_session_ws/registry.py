@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 import inspect
 import logging
 import time
@@ -24,11 +22,18 @@ from typing import Any
 import aiohttp_session
 from aiohttp import WSCloseCode, web
 
-from .backends.base import Backend, BackendUnavailableError, NodeHooks
+from .authorization import Authorize, deny_all
+from .backends.base import Backend, NodeHooks
 from .backends.memory import MemoryBackend
+from .closing import Closing, close_sockets
 from .ids import check_session_ws_id, local_id, redact, wire_id
 from .nodebus import NodeBus
 from .origins import normalize_origins
+from .peers import Peers
+from .protocol import Op, OpTable, ProtocolLimits, Request
+from .push import Push
+from .sessions import SessionCallback, Sessions, properties_op
+from .stats import Counters, Stats
 from .tasks import TaskOwner
 
 logger = logging.getLogger("aiohttp_session_ws")
@@ -42,8 +47,10 @@ IdFactory = Callable[[web.Request], Hashable | Awaitable[Hashable]]
 ReconnectCallback = Callable[[], Awaitable[None]]
 """Called after the backend came back from an outage: frames may have been lost."""
 
-PENDING_CLOSE_LIMIT = 10_000
-"""How many close-alls asked for during a backend outage wait for it to end."""
+PropertiesFactory = Callable[
+    [web.Request], "Mapping[str, Any] | Awaitable[Mapping[str, Any] | None] | None"
+]
+"""Makes the properties of a protocol connection from its upgrade request."""
 
 
 def DEFAULT_ID_FACTORY(request: web.Request) -> str:  # noqa: N802 (1.1.1 name)
@@ -61,6 +68,8 @@ class ConnectionRecord:
     """The session ws id the connection belongs to."""
     opened_at: float
     """When it was registered, in seconds since the epoch (:func:`time.time`)."""
+    opened_on_backend: float
+    """When it was registered, on the backend's clock (:meth:`Backend.now`)."""
 
 
 class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
@@ -86,8 +95,19 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         ``"https://*.example.com"`` allows every subdomain, ``"*"`` every origin.
     :param close_timeout: how long :meth:`close_all_session` waits for other
         nodes to report their closed websockets, and how long a scheduled close
-        waits for the response's connection to end, in seconds.
-    :raises ValueError: an entry of ``allowed_origins`` is not an origin.
+        waits for the response's connection to end, in seconds. Pushes wait as
+        long for the other nodes' counts.
+    :param limits: the limits of protocol connections (see :doc:`/protocol`).
+    :param grace_period: how long a session stays alive after its last
+        connection closed, in seconds (so that a page reload does not end it).
+    :param properties_factory: called with the upgrade request of each
+        protocol connection (sync or async); returns its properties: user
+        keys, and ``$Principal`` and ``$Roles`` (see :doc:`/sessions`).
+    :param authorize: the policy asked about every client request that
+        reaches beyond its own session, as ``authorize(request, action)``
+        (sync or async); the default denies them all (see :doc:`/security`).
+    :raises ValueError: an entry of ``allowed_origins`` is not an origin, or
+        ``grace_period`` is negative.
     """
 
     def __init__(
@@ -98,34 +118,90 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         backend: Backend | None = None,
         allowed_origins: Iterable[str] = (),
         close_timeout: float = 5.0,
+        limits: ProtocolLimits | None = None,
+        grace_period: float = 30.0,
+        properties_factory: PropertiesFactory | None = None,
+        authorize: Authorize = deny_all,
     ) -> None:
+        if not grace_period >= 0:
+            raise ValueError(f"grace_period must be >= 0, not {grace_period!r}")
         self.id_factory = id_factory
         self.session_key = session_key
         self.allowed_origins = normalize_origins(allowed_origins)
         self.close_timeout = close_timeout
+        self.limits = limits if limits is not None else ProtocolLimits()
+        self.properties_factory = properties_factory
+        self.authorize = authorize
         self.node_id = uuid.uuid4().hex
         self.backend = backend if backend is not None else MemoryBackend()
+        self.backend.grace_period = grace_period
         self._registry: dict[Hashable, set[web.WebSocketResponse]] = {}
         self._records: dict[web.WebSocketResponse, ConnectionRecord] = {}
-        self._opened: dict[web.WebSocketResponse, float] = {}
-        self._pending_closes: collections.deque[tuple[str, float]] = collections.deque()
         self._tasks = TaskOwner(logger)
-        self._recovering: asyncio.Task[None] | None = None
-        self._recover_again = False
         self._shutting_down = False
         self.on_reconnect: list[ReconnectCallback] = []
         """Async callbacks run after the backend recovers from an outage, when
         messages between nodes may have been lost (re-read state you cache)."""
+        self.peers = Peers()
+        """This node's protocol connections."""
+        self.counters = Counters()
+        """What the protocol connections did (read it through :meth:`stats`)."""
+        self.ops: OpTable[Any] = OpTable()
+        """The client ops the protocol answers; each service adds its own."""
         self._bus = NodeBus(self.node_id, self.backend, self._tasks)
-        self._bus.handle("close_session", self._close_session_for_node)
+        self.sessions = Sessions(self.backend, self._tasks)
+        """Public handles, properties and the lifecycle of sessions."""
+        self.push = Push(self.backend, self._bus, self.peers, timeout=close_timeout)
+        """Pushes to the protocol connections of a session, or of all."""
+        self.closing = Closing(
+            self.backend,
+            self._bus,
+            self._tasks,
+            self.sessions,
+            self._local_sockets,
+            self.on_reconnect,
+            timeout=close_timeout,
+        )
+        """Close-all across the cluster."""
+        self.ops.add(Op("ping", _ping))
+        self.ops.add(properties_op(self.sessions))
         self.backend.attach(
             self.node_id,
             NodeHooks(
                 on_frame=self._bus.receive,
-                on_session_closed=self._session_closed_elsewhere,
-                on_reconnect=self._backend_reconnected,
+                on_session_closed=self.closing.closed_elsewhere,
+                on_reconnect=self.closing.backend_reconnected,
+                on_sessions_started=self.sessions.report_started,
+                on_sessions_ended=self.sessions.report_ended,
             ),
         )
+
+    @property
+    def grace_period(self) -> float:
+        """Seconds a session stays alive after its last connection closed."""
+        return self.backend.grace_period
+
+    @property
+    def on_session_start(self) -> list[SessionCallback]:
+        """Callbacks run with the session ws id when a session starts.
+
+        A session starts with its first connection anywhere in the cluster
+        (not one that returns within the grace period); the callbacks run
+        once per start, on one node.
+        """
+        return self.sessions.on_start
+
+    @property
+    def on_session_end(self) -> list[SessionCallback]:
+        """Callbacks run with the session ws id when a session ends, on one node.
+
+        See :doc:`/sessions` for when a session ends.
+        """
+        return self.sessions.on_end
+
+    @property
+    def _pending_closes(self) -> Any:
+        return self.closing.pending
 
     # Mapping: this node's sockets
     def __getitem__(self, key: Hashable) -> frozenset[web.WebSocketResponse]:
@@ -172,16 +248,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         one that cannot be delivered is logged as an error.
         """
         await self._tasks.aclose(timeout)
-        if self._pending_closes:
-            with contextlib.suppress(Exception):  # logged where it happens
-                await asyncio.wait_for(self._send_pending_closes(), timeout)
-        for session, _ in self._pending_closes:
-            logger.error(
-                "Stopped with the close-all of session %s undelivered: its "
-                "websockets on other nodes stay open",
-                redact(session),
-            )
-        self._pending_closes.clear()
+        await self.closing.stop(timeout)
         await self.backend.stop()
 
     # session ws ids
@@ -205,14 +272,25 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         return session.get(self.session_key)
 
     async def new_id(self, request: web.Request) -> None:
-        """Give the request's session a new session ws id."""
+        """Give the request's session a new session ws id.
+
+        The session of the old id ends (its websockets stay open).
+        """
         session = await aiohttp_session.get_session(request)
+        old = session.get(self.session_key)
         session[self.session_key] = await self.generate_id(request)
+        if old is not None:
+            await self.sessions.end(old)
 
     async def delete_id(self, request: web.Request) -> None:
-        """Remove the session ws id from the request's session."""
+        """Remove the session ws id from the request's session.
+
+        Its session ends (its websockets stay open).
+        """
         session = await aiohttp_session.get_session(request)
-        session.pop(self.session_key, None)
+        old = session.pop(self.session_key, None)
+        if old is not None:
+            await self.sessions.end(old)
 
     async def ensure_id(self, request: web.Request) -> None:
         """Give the request's session a session ws id if it has none."""
@@ -229,9 +307,10 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         check_session_ws_id(session_ws_id)
         if wsr in self._records:
             return
-        record = ConnectionRecord(uuid.uuid4().hex, session_ws_id, time.time())
+        record = ConnectionRecord(
+            uuid.uuid4().hex, session_ws_id, time.time(), self.backend.now()
+        )
         self._records[wsr] = record
-        self._opened[wsr] = self.backend.now()
         self._registry.setdefault(session_ws_id, set()).add(wsr)
         try:
             self.backend.add_connection(wire_id(session_ws_id), record.connection_id)
@@ -250,7 +329,6 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         if record is None or record.session_ws_id != session_ws_id:
             return  # put in _registry by hand: the backend never heard of it
         del self._records[wsr]
-        self._opened.pop(wsr, None)
         try:
             self.backend.remove_connection(wire_id(session_ws_id), record.connection_id)
         except Exception:
@@ -298,14 +376,15 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
     ) -> int:
         """Close every websocket on this node; return how many closed."""
         sockets = {ws for group in self._registry.values() for ws in group}
-        return await _close_sockets(sockets, code, message)
+        return await close_sockets(sockets, code, message)
 
     async def close_all_session(self, session_ws_id: Hashable) -> int:
         """Close every websocket of the session on every node; return how many closed.
 
         It waits at most ``close_timeout`` for the other nodes that hold the
         session. While the backend is down it closes this node's websockets
-        and remembers the rest of the work until the backend is back.
+        and remembers the rest of the work until the backend is back. The
+        session ends.
         It takes an id, not a request, because by the time it runs the request's
         session may already hold a new one.
         """
@@ -315,44 +394,12 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         try:
             check_session_ws_id(session_ws_id)
         except (TypeError, ValueError):  # a 1.1.1-style id no other node can hold
-            return await _close_sockets(sockets, WSCloseCode.OK, b"")
+            return await close_sockets(sockets, WSCloseCode.OK, b"")
         local, elsewhere = await asyncio.gather(
-            _close_sockets(sockets, WSCloseCode.OK, b""),
-            self._close_session_elsewhere(wire_id(session_ws_id)),
+            close_sockets(sockets, WSCloseCode.OK, b""),
+            self.closing.close_elsewhere(wire_id(session_ws_id)),
         )
         return local + elsewhere
-
-    async def _close_session_elsewhere(self, session: str) -> int:
-        """Record the close-all and ask the nodes holding the session to close."""
-        try:
-            marked = await self.backend.mark_session_closed(session)
-        except BackendUnavailableError as exc:
-            logger.warning(
-                "Backend unavailable (%s): closing the local websockets of %s; "
-                "the other nodes follow when it is back",
-                exc,
-                redact(session),
-            )
-            self._remember_close(session)
-            return 0
-        except Exception:  # not an outage: asking again would fail the same way
-            logger.exception(
-                "The backend refused the close-all of %s: only this node's "
-                "websockets were closed",
-                redact(session),
-            )
-            return 0
-        closed = await self._close_on_nodes(marked.nodes, {"session": session})
-        if not self.backend.healthy:  # it failed meanwhile: send again once back
-            self._remember_close(session)
-        return closed
-
-    async def _close_on_nodes(self, nodes: Iterable[str], body: dict[str, Any]) -> int:
-        others = [node for node in nodes if node != self.node_id]
-        replies = await self._bus.call(
-            others, "close_session", body, timeout=self.close_timeout
-        )
-        return sum(n for n in replies.values() if isinstance(n, int))
 
     def _local_sockets(
         self, session: str, before: float | None = None
@@ -362,107 +409,72 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         if before is None:
             return list(sockets)
         # a socket put in _registry by hand has no time: err towards closing
-        return [ws for ws in sockets if self._opened.get(ws, before) <= before]
+        return [ws for ws in sockets if self._opened_at(ws, before) <= before]
 
-    async def _close_session_for_node(self, body: dict[str, Any]) -> int:
-        sockets = self._local_sockets(body["session"], body.get("before"))
-        return await _close_sockets(sockets, WSCloseCode.OK, b"")
+    def _opened_at(self, ws: web.WebSocketResponse, default: float) -> float:
+        record = self._records.get(ws)
+        return default if record is None else record.opened_on_backend
 
-    def _session_closed_elsewhere(self, session: str, at: float) -> None:
-        sockets = self._local_sockets(session, at)
-        if not sockets or self._tasks.closed:
-            return
-        logger.info(
-            "Closing %d websocket(s) of %s, closed elsewhere while this node's "
-            "presence was not yet known",
-            len(sockets),
-            redact(session),
-        )
-        self._tasks.spawn(
-            _close_sockets(sockets, WSCloseCode.OK, b""),
-            name=f"close-late-{redact(session)}",
-        )
+    # the protocol's services
+    def public_handle(self, session_ws_id: Hashable) -> str:
+        """The session's public handle (``$SessionId``): safe to show a client.
 
-    def _remember_close(self, session: str) -> None:
-        if len(self._pending_closes) >= PENDING_CLOSE_LIMIT:
-            dropped, _ = self._pending_closes.popleft()
-            logger.error(
-                "Too many close-alls wait for the backend; dropped the one of %s",
-                redact(dropped),
-            )
-        self._pending_closes.append((session, time.monotonic()))
-
-    def _backend_reconnected(self) -> None:
-        if self._tasks.closed:
-            return
-        if self._recovering is not None and not self._recovering.done():
-            self._recover_again = True
-            return
-        self._recovering = self._tasks.spawn(
-            self._recover(), name="backend-reconnected"
-        )
-
-    async def _recover(self) -> None:
-        """Finish the close-alls the outage held back, then tell the app."""
-        self._recover_again = True
-        while self._recover_again:
-            self._recover_again = False
-            if not await self._send_pending_closes():
-                continue  # down again: the next recovery tells the app
-            for callback in list(self.on_reconnect):
-                try:
-                    await callback()
-                except Exception:
-                    logger.exception("An on_reconnect callback failed")
-
-    async def _send_pending_closes(self) -> bool:
-        """Send the held-back close-alls, oldest first.
-
-        Returns False if the backend failed again: the rest wait for the next
-        recovery.
+        :raises BackendUnavailableError: the cluster's key is not known yet.
         """
-        while self._pending_closes:
-            # taken off only once handled: a cancel (at stop) loses nothing
-            entry = self._pending_closes[0]
-            session, asked_at = entry
-            ago = time.monotonic() - asked_at
-            if ago > self.backend.missed_close_window:
-                self._handled(entry)
-                logger.error(
-                    "Dropped the close-all of %s asked %.0f s ago: older than the "
-                    "backend's missed_close_window",
-                    redact(session),
-                    ago,
-                )
-                continue
-            try:
-                marked = await self.backend.mark_session_closed(session, ago=ago)
-            except BackendUnavailableError as exc:
-                logger.warning("Backend failed again (%s); close-alls wait for it", exc)
-                return False
-            except Exception:  # not an outage: retrying would fail the same way
-                self._handled(entry)
-                logger.exception(
-                    "Dropped the held-back close-all of %s: the backend refused it",
-                    redact(session),
-                )
-                continue
-            self._handled(entry)
-            try:
-                await self._close_on_nodes(
-                    marked.nodes, {"session": session, "before": marked.at}
-                )
-            except Exception:  # recorded already: the nodes read it on resync
-                logger.exception(
-                    "Asking the nodes to close the websockets of %s failed",
-                    redact(session),
-                )
-        return True
+        return self.sessions.handle_of(session_ws_id)
 
-    def _handled(self, entry: tuple[str, float]) -> None:
-        """Take a held-back close-all off the queue (the bound may have already)."""
-        with contextlib.suppress(ValueError):
-            self._pending_closes.remove(entry)
+    async def send_to_session(self, session_ws_id: Hashable, data: Any) -> int:
+        """Push ``data`` to every protocol connection of the session, on every node.
+
+        ``data`` is JSON-encoded once, and the same bytes go to every socket;
+        returns how many connections it reached. While the backend is down
+        only this node's connections are reached (and the outage is logged).
+
+        :raises TypeError: ``data`` is not JSON-able, or the id is not a str
+            or an int.
+        :raises ValueError: ``data`` holds a NaN or an infinity, or the id is
+            invalid.
+        """
+        return await self.push.send_to_session(session_ws_id, data)
+
+    async def broadcast(self, data: Any) -> int:
+        """Push ``data`` to every protocol connection of the cluster; count them."""
+        return await self.push.broadcast(data)
+
+    async def set_session_properties(
+        self, session_ws_id: Hashable, values: Mapping[str, str | None]
+    ) -> bool:
+        """Set user properties of a live session (``None`` removes a key).
+
+        Every node reads the new values once this returns; they go when the
+        session ends. Returns False, changing nothing, when the session is
+        not alive.
+
+        :raises ValueError: a key or a value is invalid (see :doc:`/sessions`).
+        """
+        return await self.sessions.set_properties(session_ws_id, values)
+
+    async def session_properties(
+        self, session_ws_id: Hashable
+    ) -> dict[str, str] | None:
+        """The user properties of a live session; ``None`` when it is not alive."""
+        return await self.sessions.user_properties(session_ws_id)
+
+    def stats(self) -> Stats:
+        """The numbers of this node: connections, frames, errors, drops (cheap)."""
+        counters = self.counters
+        return Stats(
+            connections=len(self._records),
+            sessions=len(self._registry),
+            protocol_connections=len(self.peers),
+            frames_in=counters.frames_in,
+            frames_out=counters.frames_out,
+            errors=dict(counters.errors),
+            queue_drops=counters.queue_drops,
+            overflow_closes=counters.overflow_closes,
+            rate_closes=counters.rate_closes,
+            pending_requests=counters.pending_requests,
+        )
 
     async def schedule_close_all_session(
         self, request: web.Request, response: web.StreamResponse
@@ -496,19 +508,5 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         )
 
 
-async def _close_sockets(
-    sockets: Iterable[web.WebSocketResponse], code: int, message: bytes
-) -> int:
-    """Close the open, prepared sockets concurrently; one failure spares the rest."""
-    targets = [ws for ws in sockets if ws.prepared and not ws.closed]
-    results = await asyncio.gather(
-        *(ws.close(code=code, message=message) for ws in targets),
-        return_exceptions=True,
-    )
-    closed = 0
-    for result in results:
-        if isinstance(result, BaseException):
-            logger.error("Closing a websocket failed", exc_info=result)
-        elif result:
-            closed += 1
-    return closed
+async def _ping(connection: Any, request: Request) -> dict[str, Any]:
+    return {}

@@ -19,6 +19,7 @@ from aiohttp_session_ws import (
     SessionWSRegistry,
     schedule_close_all_session_ws,
     session_ws,
+    session_ws_endpoint,
     session_ws_middleware,
     setup,
 )
@@ -48,7 +49,8 @@ def build_app(
     middleware: bool = True,
     routes: Iterable[web.AbstractRouteDef] = (),
 ) -> web.Application:
-    """An app with cookie sessions, our middleware, /ws and the given routes."""
+    """An app with cookie sessions, our middleware, /ws, /live (the protocol)
+    and the given routes."""
     storage = aiohttp_session.SimpleCookieStorage()
     middlewares = [aiohttp_session.session_middleware(storage)]
     if middleware:
@@ -57,6 +59,7 @@ def build_app(
     setup(app, registry if registry is not None else SessionWSRegistry())
     app[HANDLER_EXITS] = asyncio.Queue()
     app.router.add_get("/ws", echo_handler)
+    app.router.add_get("/live", session_ws_endpoint)
     app.router.add_routes(list(routes))
     return app
 

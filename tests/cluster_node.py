@@ -1,15 +1,18 @@
 """One cluster node in its own OS process, for the tests.
 
-``python -m tests.cluster_node URL PREFIX NODE_TTL`` serves the tests' app (an
-echo websocket at /ws, /logout) on a free 127.0.0.1 port with a Redis registry,
-prints ``READY <port> <node id>`` once it has joined the cluster, and runs
-until it is killed.
+``python -m tests.cluster_node URL PREFIX NODE_TTL [GRACE]`` serves the tests'
+app (an echo websocket at /ws, the protocol at /live, /logout) on a free
+127.0.0.1 port with a Redis registry, prints ``READY <port> <node id>`` once
+it has joined the cluster, then ``START <handle>`` and ``END <handle>`` for
+each session start and end it reports, and runs until it is killed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -18,11 +21,24 @@ from aiohttp_session_ws import RedisSessionWSRegistry
 from .apps import build_app, logout
 
 
-async def serve(url: str, prefix: str, node_ttl: float) -> None:
+async def serve(url: str, prefix: str, node_ttl: float, grace: float) -> None:
     """Run the node until cancelled or killed."""
     registry = RedisSessionWSRegistry(
-        url, prefix=prefix, node_ttl=node_ttl, reconnect_max_delay=0.5
+        url,
+        prefix=prefix,
+        node_ttl=node_ttl,
+        reconnect_max_delay=0.5,
+        grace_period=grace,
     )
+
+    def report(what: str) -> Callable[[Any], None]:
+        def say(session_ws_id: Any) -> None:
+            print(what, registry.public_handle(session_ws_id), flush=True)
+
+        return say
+
+    registry.on_session_start.append(report("START"))
+    registry.on_session_end.append(report("END"))
     app = build_app(registry, routes=[web.get("/logout", logout)])
     runner = web.AppRunner(app)
     await runner.setup()
@@ -37,4 +53,5 @@ async def serve(url: str, prefix: str, node_ttl: float) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(sys.argv[1], sys.argv[2], float(sys.argv[3])))
+    grace = float(sys.argv[4]) if len(sys.argv) > 4 else 30.0
+    asyncio.run(serve(sys.argv[1], sys.argv[2], float(sys.argv[3]), grace))

@@ -46,6 +46,22 @@ class NodeProcess:
         """The URL of ``path`` on this node."""
         return f"http://127.0.0.1:{self.port}{path}"
 
+    async def said(self, what: str) -> str:
+        """Wait (bounded) for the node's next line starting with ``what``;
+        return the rest of it."""
+        assert self.process.stdout is not None
+
+        async def next_line() -> str:
+            assert self.process.stdout is not None
+            while True:
+                line = (await self.process.stdout.readline()).decode()
+                if not line:
+                    raise EOFError(f"the node ended before saying {what}")
+                if line.startswith(what + " "):
+                    return line[len(what) + 1 :].strip()
+
+        return await asyncio.wait_for(next_line(), TIMEOUT)
+
 
 class StartNode:
     """Starts node processes of one test's cluster; :meth:`kill_all` ends them."""
@@ -54,7 +70,9 @@ class StartNode:
         self.prefix = prefix
         self.started: list[asyncio.subprocess.Process] = []
 
-    async def __call__(self, url: str, node_ttl: float = NODE_TTL) -> NodeProcess:
+    async def __call__(
+        self, url: str, node_ttl: float = NODE_TTL, grace: float = 30.0
+    ) -> NodeProcess:
         """Start a node on ``url``; return once it has joined the cluster."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -63,6 +81,7 @@ class StartNode:
             url,
             self.prefix,
             str(node_ttl),
+            str(grace),
             cwd=ROOT,
             stdout=asyncio.subprocess.PIPE,
         )
@@ -113,8 +132,11 @@ async def open_remote_ws(
     return ws, session_id
 
 
-async def presence_written(url: str, prefix: str, session_id: str, node: str) -> None:
-    """Wait (bounded) until ``node``'s presence of the session is in Redis.
+async def presence_written(
+    url: str, prefix: str, session_id: str, node: str, *, present: bool = True
+) -> None:
+    """Wait (bounded) until ``node``'s presence of the session is in Redis
+    (or, with ``present=False``, gone from it).
 
     Keyspace notifications tell when the session's hash changes, so nothing
     polls: the hash is read once at the start and again at each change.
@@ -129,7 +151,7 @@ async def presence_written(url: str, prefix: str, session_id: str, node: str) ->
         async def written() -> None:
             while (await pubsub.get_message(timeout=None))["type"] != "subscribe":
                 pass  # events count from the confirmed subscription on
-            while not await admin.hexists(key, node):
+            while bool(await admin.hexists(key, node)) != present:
                 await pubsub.get_message(timeout=None)
 
         await asyncio.wait_for(written(), TIMEOUT)

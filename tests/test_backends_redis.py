@@ -19,6 +19,7 @@ from aiohttp_session_ws import (
     SessionWSRegistry,
     session_ws,
 )
+from aiohttp_session_ws.ids import wire_id
 
 from .apps import (
     TIMEOUT,
@@ -234,11 +235,21 @@ async def test_shutdown_leaves_nothing_behind(
     backend = registry_of(node).backend
     assert isinstance(backend, RedisBackend)
     inbox = backend.inbox
+    session = wire_id(cookie_ws_id(node))
+    handle = backend.session_store.handle_of(session)
     await node.server.close()  # the app shuts down; the browser stays
     assert await expect_close(tab) == WSCloseCode.GOING_AWAY
     admin = aioredis.Redis.from_url(redis_server.url)
+    tag = f"{{{prefix}}}"
     try:
-        assert await admin.keys(f"{{{prefix}}}:*") == []
+        # a graceful leave: the session waits out its grace period (a rolling
+        # restart must not end it), and the cluster keeps its handle key
+        assert set(await admin.keys(f"{tag}:*")) == {
+            f"{tag}:handle_key".encode(),
+            f"{tag}:grace".encode(),
+            f"{tag}:alive:{session}".encode(),
+            f"{tag}:handle:{handle}".encode(),
+        }
         assert await admin.pubsub_numsub(inbox) == [(inbox.encode(), 0)]
     finally:
         await admin.aclose()

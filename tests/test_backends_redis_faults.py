@@ -219,7 +219,7 @@ async def test_a_bad_close_at_the_head_of_the_queue_blocks_nothing(
     back = reconnected(registry)
     own_redis_server.stop()
     # a close that Redis can never take (it cannot be encoded), then a good one
-    registry._remember_close("s:\udc80")
+    registry.closing._remember("s:\udc80")
     assert await registry.close_all_session(session_id) == 0
     with caplog.at_level(logging.ERROR, logger="aiohttp_session_ws"):
         own_redis_server.start()
@@ -520,7 +520,7 @@ async def test_a_node_with_many_sessions_resyncs_in_batches(
     write = backend._write
 
     def counting(*args: Any, **kwargs: Any) -> Any:
-        batches.append((len(kwargs["args"]) - 4) // 2)
+        batches.append((len(kwargs["args"]) - 5) // 4)  # tag, node, lease, reset, grace
         return write(*args, **kwargs)
 
     monkeypatch.setattr(backend, "_write", counting)

@@ -35,6 +35,13 @@ class NodeHooks:
     before the given :meth:`Backend.now` time."""
     on_reconnect: Callable[[], None]
     """The backend is back after an outage; frames may have been missed."""
+    on_sessions_started: Callable[[list[str]], None] = lambda sessions: None
+    """Sessions whose first connection in the cluster this node recorded (not
+    one still in its grace period): each start is reported to one node only."""
+    on_sessions_ended: Callable[[list[str]], None] = lambda sessions: None
+    """Sessions whose end this node's call decided (grace period over, the
+    node holding their last connection reaped, or :meth:`SessionStore.end`):
+    each end is reported to one node only."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +52,60 @@ class SessionClosed:
     """When the close took effect, on the backend's clock (:meth:`Backend.now`)."""
     nodes: Mapping[str, int]
     """The live nodes that hold connections of the session, with their counts."""
+    ended: bool = False
+    """Whether this close ended the session (it was alive)."""
+    published: tuple[str, ...] = ()
+    """The nodes (never this one) that the close's frame was published to."""
+
+
+PropertyValues = Mapping[str, "str | None"]
+"""User properties to set on a session: ``None`` removes a key."""
+
+
+class SessionStore(abc.ABC):
+    """The live sessions of the cluster: their public handles and properties.
+
+    A session is *alive* from its first connection anywhere until it ends:
+    its grace period (:attr:`Backend.grace_period`) runs out after its last
+    connection closed, a node that held its last connection is reaped (it
+    died: the node TTL stood for the grace period), or :meth:`end` is called.
+    Starts and ends are reported through :class:`NodeHooks`, once each for
+    the whole cluster. Session ids are wire ids here.
+    """
+
+    @abc.abstractmethod
+    def handle_of(self, session_id: str) -> str:
+        """The session's public handle: a keyed hash of its id.
+
+        It is the same on every node, and tells nothing of the id.
+
+        :raises BackendUnavailableError: the cluster's key is not known yet
+            (the server has been unreachable since this node started).
+        """
+
+    @abc.abstractmethod
+    async def session_of(self, handle: str) -> str | None:
+        """The id of the live session with public handle ``handle``, or ``None``."""
+
+    @abc.abstractmethod
+    async def set_properties(self, session_id: str, values: PropertyValues) -> bool:
+        """Set (or, with ``None``, remove) user properties of a live session.
+
+        Atomic: every node reads the new values once this returns. Returns
+        False, changing nothing, when the session is not alive.
+        """
+
+    @abc.abstractmethod
+    async def properties(self, session_id: str) -> dict[str, str] | None:
+        """The user properties of a live session; ``None`` when it is not alive."""
+
+    @abc.abstractmethod
+    async def end(self, session_id: str) -> bool:
+        """End the session now (its properties go); True if it was alive.
+
+        The caller reports the end: it is not passed to
+        :attr:`NodeHooks.on_sessions_ended`.
+        """
 
 
 class Backend(abc.ABC):
@@ -61,6 +122,13 @@ class Backend(abc.ABC):
 
     missed_close_window: float = 300.0
     """Seconds for which a close-all is remembered for the nodes that missed it."""
+
+    grace_period: float = 30.0
+    """Seconds a session stays alive after its last connection closed; the
+    registry sets it from its own option when it attaches."""
+
+    session_store: SessionStore
+    """The live sessions, their handles and properties."""
 
     def attach(self, node_id: str, hooks: NodeHooks) -> None:
         """Bind this backend to the registry of node ``node_id``."""
@@ -135,13 +203,28 @@ class Backend(abc.ABC):
         """Every session id with an open connection on any node."""
 
     @abc.abstractmethod
+    async def publish_to_session(self, session_id: str, frame: bytes) -> list[str]:
+        """Publish ``frame`` to every other live node holding ``session_id``.
+
+        One round trip to the server (the lookup and the publishes are one
+        atomic step). Returns the nodes it was published to.
+        """
+
+    @abc.abstractmethod
+    async def publish_to_all(self, frame: bytes) -> list[str]:
+        """Publish ``frame`` to every other live node; return them."""
+
+    @abc.abstractmethod
     async def mark_session_closed(
-        self, session_id: str, *, ago: float = 0.0
+        self, session_id: str, *, ago: float = 0.0, frame: bytes | None = None
     ) -> SessionClosed:
         """Record that the session's connections were closed ``ago`` seconds ago.
 
         A node whose presence of the session reaches the backend later, or that
         comes back from an outage within :attr:`missed_close_window`, is told
-        through :attr:`NodeHooks.on_session_closed`. Returns the close's time
-        and the nodes that hold the session now.
+        through :attr:`NodeHooks.on_session_closed`. The session ends, if it
+        was alive (``ended``; the caller reports it). With ``frame``, the same
+        atomic step publishes it to every other live node holding the session
+        (``published``). Returns the close's time and the nodes that hold the
+        session now.
         """

@@ -3,7 +3,11 @@
 Each node keeps one pub/sub connection for its inbox channel, and three tasks:
 the listener (subscribes, delivers frames, reconnects with capped backoff), the
 presence writer (the only writer of this node's presence, in order), and the
-heartbeat (renews the node's lease and removes the presence of dead nodes).
+heartbeat (renews the node's lease, removes the presence of dead nodes, and
+ends the sessions whose grace period ran out).
+
+Session starts and ends are decided inside the presence scripts, so each is
+reported once, to the node whose call made it (see :mod:`.scripts`).
 """
 
 from __future__ import annotations
@@ -17,29 +21,25 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
-try:
-    import redis.asyncio as aioredis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-    from redis.exceptions import (
-        AuthenticationError,
-        AuthorizationError,
-        NoPermissionError,
-        RedisError,
-        ResponseError,
-    )
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
-    from .._extras import redis_missing
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+)
 
-    raise redis_missing("The Redis backend") from exc
-
-from . import redis_scripts
-from .base import (
+from ..base import (
     Backend,
     BackendConfigurationError,
     BackendUnavailableError,
     SessionClosed,
 )
+from . import scripts
+from .sessions import RedisSessionStore
 
 logger = logging.getLogger("aiohttp_session_ws.redis")
 
@@ -54,6 +54,10 @@ WRITE_BATCH = 1000
 """Sessions per presence write: one script call blocks Redis for its length."""
 
 _PING = b"\x00ping:"
+_HOLD = b"\x00hold:"
+_DROP = b"\x00drop:"
+"""Start the notes another node's presence write sends this node: it now
+holds (or no longer holds) a session this node holds too."""
 """Starts the frames a node publishes to its own inbox to prove it still
 hears it (not JSON, so never taken for another node's frame)."""
 
@@ -78,8 +82,15 @@ class RedisBackend(Backend):
     :param reconnect_max_delay: the cap of the reconnect delay, in seconds.
     :param command_timeout: the socket timeout of a client made from a URL, and
         how long :meth:`start` and :meth:`stop` wait for Redis, in seconds.
+    :param handle_key: the key of the sessions' public handles (see
+        :class:`~.sessions.RedisSessionStore`); by default the cluster
+        shares a random one through Redis.
     :raises ValueError: an option is out of range, the URL is not a Redis
         URL, or the client decodes responses.
+
+    The sessions' lifecycle (alive, grace periods, handles, properties) lives
+    in Redis too: a Redis restarted empty loses it, and the nodes' presence
+    rewrites start their sessions again.
     """
 
     def __init__(
@@ -92,6 +103,7 @@ class RedisBackend(Backend):
         reconnect_delay: float = 0.1,
         reconnect_max_delay: float = 5.0,
         command_timeout: float = 5.0,
+        handle_key: bytes | str | None = None,
     ) -> None:
         if not prefix or "{" in prefix or "}" in prefix:
             raise ValueError(f"prefix must be non-empty, without braces: {prefix!r}")
@@ -147,13 +159,18 @@ class RedisBackend(Backend):
         self.command_timeout = command_timeout
         self._tag = "{" + prefix + "}"
         self._nodes_key = f"{self._tag}:nodes"
-        self._heartbeat = self.client.register_script(redis_scripts.HEARTBEAT)
-        self._write = self.client.register_script(redis_scripts.WRITE_PRESENCE)
-        self._leave = self.client.register_script(redis_scripts.LEAVE)
-        self._nodes_of = self.client.register_script(redis_scripts.SESSION_NODES)
-        self._mark_closed = self.client.register_script(redis_scripts.MARK_CLOSED)
-        # this node's connections, which the writer mirrors into Redis
-        self._local: dict[str, set[str]] = {}
+        self._register_scripts()
+        self.session_store: RedisSessionStore = RedisSessionStore(
+            self.client, self._tag, self._run, self._command, handle_key
+        )
+        # this node's connections (with when they opened), which the writer
+        # mirrors into Redis
+        self._local: dict[str, dict[str, float]] = {}
+        # the other nodes holding each session of this node, once a write has
+        # told (kept by the holders' notes; forgotten on any failure): a push
+        # to a session no other node holds then needs no Redis
+        self._others: dict[str, set[str]] = {}
+        self._early_holds: dict[str, set[str]] = {}
         self._dirty: set[str] = set()
         self._noted = 0  # presence notes taken so far
         self._written = 0  # notes known to be in Redis
@@ -176,6 +193,7 @@ class RedisBackend(Backend):
         # after any failure, healthy waits for a ping sent since to be heard
         self._pings_sent = 0
         self._pings_heard = 0
+        self._catching_up: dict[int, asyncio.Future[None]] = {}
         self._unheard: collections.deque[tuple[int, float]] = collections.deque()
         self._hearing = False
         self._confirm_after = 0  # pings up to this one predate the last failure
@@ -185,6 +203,16 @@ class RedisBackend(Backend):
         """Unexpected errors caught per background loop (``listener``,
         ``presence-writer``, ``heartbeat``); each was logged, and the loop
         went on."""
+
+    def _register_scripts(self) -> None:
+        register = self.client.register_script
+        self._heartbeat = register(scripts.HEARTBEAT)
+        self._write = register(scripts.WRITE_PRESENCE)
+        self._leave = register(scripts.LEAVE)
+        self._nodes_of = register(scripts.SESSION_NODES)
+        self._mark_closed = register(scripts.MARK_CLOSED)
+        self._publish_session = register(scripts.PUBLISH_SESSION)
+        self._publish_all = register(scripts.PUBLISH_ALL)
 
     @property
     def inbox(self) -> str:
@@ -340,7 +368,7 @@ class RedisBackend(Backend):
         self._subscribed = False
         self._release_flush_waiters()
         try:
-            await self._run(self._leave, self.node_id)
+            _, ended = await self._run(self._leave, self.node_id, self._grace_us)
         except (BackendUnavailableError, RedisError) as exc:
             logger.warning(
                 "Could not withdraw node %s from Redis (%s); the other nodes drop "
@@ -348,6 +376,8 @@ class RedisBackend(Backend):
                 self.node_id,
                 exc,
             )
+        else:
+            self._report([], ended)
         if self._owns_client:
             await self.client.aclose()
             await self._subscriber.aclose()
@@ -434,9 +464,30 @@ class RedisBackend(Backend):
         self._pings_heard = max(self._pings_heard, seq)
         while self._unheard and self._unheard[0][0] <= self._pings_heard:
             self._unheard.popleft()
+        for waited in [n for n in self._catching_up if n <= seq]:
+            waiter = self._catching_up.pop(waited)
+            if not waiter.done():
+                waiter.set_result(None)
         if seq > self._confirm_after and not self._hearing:
             self._hearing = True
             self._maybe_healthy()
+
+    async def _caught_up(self) -> None:
+        """Wait until the frames published to this node's inbox so far are handled.
+
+        (Pub/sub keeps the order of one channel: a ping sent now comes after.)
+        """
+        self._pings_sent += 1
+        seq = self._pings_sent
+        waiter = asyncio.get_running_loop().create_future()
+        self._catching_up[seq] = waiter
+        try:
+            await self._command(
+                self.client.publish(self.inbox, _PING + str(seq).encode())
+            )
+            await asyncio.wait_for(waiter, self.command_timeout)
+        finally:
+            self._catching_up.pop(seq, None)
 
     async def _send_ping(self) -> None:
         """Publish a ping to this node's own inbox, for the listener to hear."""
@@ -480,16 +531,35 @@ class RedisBackend(Backend):
 
     async def _deliver(self, data: bytes | str) -> None:
         frame = data.encode() if isinstance(data, str) else data
-        if frame.startswith(_PING):
-            self._heard_ping(frame)
+        if frame.startswith(b"\x00"):
+            if frame.startswith(_PING):
+                self._heard_ping(frame)
+            elif frame.startswith((_HOLD, _DROP)):
+                self._holder_note(frame)
             return
         try:
             await self.deliver(frame)
         except Exception:
             logger.exception("Frame handler failed on node %s", self.node_id)
 
+    def _holder_note(self, frame: bytes) -> None:
+        """Another node began (``hold``) or stopped (``drop``) holding a session."""
+        node, _, session = frame[len(_HOLD) :].decode("utf-8", "replace").partition(":")
+        if session not in self._local:
+            return
+        others = self._others.get(session)
+        if frame.startswith(_DROP):
+            if others is not None:
+                others.discard(node)
+        elif others is not None:
+            others.add(node)
+        else:  # before our own write's answer: merged into it
+            self._early_holds.setdefault(session, set()).add(node)
+
     # health
     def _new_epoch(self) -> None:
+        self._others.clear()
+        self._early_holds.clear()
         self._epoch += 1
         self._missed = True
         self._hearing = False
@@ -512,7 +582,7 @@ class RedisBackend(Backend):
     # presence
     def add_connection(self, session_id: str, connection_id: str) -> None:
         """Note the connection; the writer task puts it in Redis."""
-        self._local.setdefault(session_id, set()).add(connection_id)
+        self._local.setdefault(session_id, {})[connection_id] = self.now()
         self._note(session_id)
 
     def remove_connection(self, session_id: str, connection_id: str) -> None:
@@ -520,9 +590,11 @@ class RedisBackend(Backend):
         connections = self._local.get(session_id)
         if connections is None or connection_id not in connections:
             return
-        connections.discard(connection_id)
+        del connections[connection_id]
         if not connections:
             del self._local[session_id]
+            self._others.pop(session_id, None)
+            self._early_holds.pop(session_id, None)
         self._note(session_id)
 
     def _note(self, session_id: str) -> None:
@@ -531,11 +603,7 @@ class RedisBackend(Backend):
         self._wake.set()
 
     async def _write_presence_once(self) -> None:
-        """Mirror ``_local`` into Redis: a full reset after a failure, else changes.
-
-        Sessions go in batches of :data:`WRITE_BATCH`, so that the reset of a
-        node with many sessions does not hold Redis up for the other nodes.
-        """
+        """Mirror ``_local`` into Redis: a full reset after a failure, else changes."""
         await self._wake.wait()
         self._wake.clear()
         if self._stopping.is_set():
@@ -544,39 +612,87 @@ class RedisBackend(Backend):
         reset = self._synced_epoch != epoch
         sessions = list(self._local) if reset else list(self._dirty)
         self._dirty.clear()
-        if not sessions and not reset:
-            self._written = noted
-            self._release_flush_waiters()
+        if (sessions or reset) and not await self._write_batches(
+            sessions, epoch, reset
+        ):
             return
-        for start in range(0, max(len(sessions), 1), WRITE_BATCH):
-            batch = sessions[start : start + WRITE_BATCH]
-            if self._epoch != epoch:  # failed meanwhile: the next round resets
-                return
-            # the first batch of a reset drops what Redis holds of this node
-            args: list[Any] = [self.node_id, self._lease_us, int(reset and not start)]
-            for session_id in batch:
-                args += [session_id, len(self._local.get(session_id, ()))]
-            try:
-                now_us, absent, closed = await self._run(self._write, *args)
-            except BackendUnavailableError:
-                self._dirty.update(sessions[start:])
-                return  # the heartbeat or the listener wakes us when it is back
-            except BaseException:
-                self._dirty.update(sessions[start:])
-                raise
-            self._learn_clock(now_us)
-            if absent:  # nothing was written: rewrite everything
-                self._dirty.update(sessions[start:])
-                self._rejoin(absent)
-                self._wake.set()
-                return
-            for session_id, at_us in _pairs(closed):
-                self._session_closed(_text(session_id), int(at_us))
         self._written = noted
         self._release_flush_waiters()
         if reset and self._epoch == epoch:
             self._synced_epoch = epoch
             self._maybe_healthy()
+
+    async def _write_batches(
+        self, sessions: list[str], epoch: int, reset: bool
+    ) -> bool:
+        """Write ``sessions`` in batches; False if it stopped short.
+
+        Sessions go in batches of :data:`WRITE_BATCH`, so that the reset of a
+        node with many sessions does not hold Redis up for the other nodes.
+        A reset first syncs the handle key. Whatever was not written goes back
+        to the dirty sessions, for the next round.
+        """
+        start = 0
+        try:
+            if reset or not self.session_store.key_known:
+                await self.session_store.sync_key()
+            for start in range(0, max(len(sessions), 1), WRITE_BATCH):
+                if self._epoch != epoch:  # failed meanwhile: the next round resets
+                    return False
+                first = reset and not start
+                last = reset and start + WRITE_BATCH >= len(sessions)
+                batch = sessions[start : start + WRITE_BATCH]
+                if not await self._write_batch(batch, first | last << 1):
+                    self._dirty.update(sessions[start:])
+                    self._wake.set()  # not a member: rewrite everything
+                    return False
+        except BackendUnavailableError:
+            self._dirty.update(sessions[start:])
+            return False  # the heartbeat or the listener wakes us when it is back
+        except BaseException:
+            self._dirty.update(sessions[start:])
+            raise
+        return True
+
+    async def _write_batch(self, batch: list[str], reset: int) -> bool:
+        """Write one batch of presence; False if this node is not a member.
+
+        ``reset`` has bit 1 on the first batch of a full rewrite, bit 2 on its
+        last. Each session goes with its count and, while it has connections,
+        its handle and its newest connection's open time (a write that only
+        carries connections older than a close-all of the session starts
+        nothing).
+        """
+        args: list[Any] = [self.node_id, self._lease_us, reset, self._grace_us]
+        for session_id in batch:
+            opened = self._local.get(session_id)
+            if opened:
+                handle = self.session_store.handle_of(session_id)
+                newest_us = int(max(opened.values()) * 1e6)
+                args += [session_id, len(opened), handle, newest_us]
+            else:
+                args += [session_id, 0, "", 0]
+        epoch = self._epoch
+        reply = await self._run(self._write, *args)
+        now_us, absent, closed, started, ended, holders = reply
+        self._learn_clock(now_us)
+        if absent:  # nothing was written
+            self._rejoin(absent)
+            return False
+        if epoch == self._epoch:
+            for session_id, nodes in _pairs(holders):
+                self._learn_holders(_text(session_id), nodes)
+        for session_id, at_us in _pairs(closed):
+            self._session_closed(_text(session_id), int(at_us))
+        self._report(started, ended)
+        return True
+
+    def _learn_holders(self, session_id: str, nodes: list[bytes]) -> None:
+        if session_id not in self._local:
+            return  # gone since: the next write of it tells again
+        others = {_text(node) for node in nodes}
+        others |= self._early_holds.pop(session_id, set())
+        self._others[session_id] = others
 
     def _rejoin(self, absent: int) -> None:
         """Start a full resync: this node is not (or no longer) a member."""
@@ -617,9 +733,28 @@ class RedisBackend(Backend):
         if self._hooks is not None:
             self._hooks.on_session_closed(session_id, at_us / 1e6)
 
+    def _report(self, started: Sequence[Any], ended: Sequence[Any]) -> None:
+        """Tell the registry of the session starts and ends a script decided."""
+        for sessions, hook_name in [
+            (started, "on_sessions_started"),
+            (ended, "on_sessions_ended"),
+        ]:
+            if not sessions or self._hooks is None:
+                continue
+            try:
+                getattr(self._hooks, hook_name)([_text(s) for s in sessions])
+            except Exception:
+                logger.exception(
+                    "The %s hook failed on node %s", hook_name, self.node_id
+                )
+
     @property
     def _lease_us(self) -> int:
         return int(self.node_ttl * 0.75 * 1e6)
+
+    @property
+    def _grace_us(self) -> int:
+        return max(int(self.grace_period * 1e6), 0)
 
     async def _beat_once(self) -> None:
         """Renew this node's lease, remove dead nodes, ping the inbox; then wait.
@@ -630,8 +765,8 @@ class RedisBackend(Backend):
         self._ping_wanted.clear()
         self._beat_started = time.monotonic()
         try:
-            now_us, absent, reaped = await self._run(
-                self._heartbeat, self.node_id, self._lease_us
+            now_us, absent, reaped, ended = await self._run(
+                self._heartbeat, self.node_id, self._lease_us, self._grace_us
             )
         except BackendUnavailableError:
             pass  # noted by _command; the next beat tries again
@@ -644,6 +779,7 @@ class RedisBackend(Backend):
                     _text(node_id),
                     sessions,
                 )
+            self._report([], ended)
             if absent and (self._synced_epoch or absent == _LAPSED):
                 self._rejoin(absent)
             if not self._subscribed:
@@ -689,19 +825,55 @@ class RedisBackend(Backend):
         members = await self._command(self.client.smembers(f"{self._tag}:sessions"))
         return frozenset(_text(member) for member in members)
 
+    async def publish_to_session(self, session_id: str, frame: bytes) -> list[str]:
+        """Publish ``frame`` to the other live holders of the session.
+
+        For a session this node holds, the other holders are known (their
+        presence writes tell it), so a session no other node holds costs no
+        Redis call, and one held elsewhere costs one pipelined round trip.
+        Otherwise one script looks the holders up and publishes. Returns the
+        nodes whose inbox has a subscriber (the others miss it).
+        """
+        others = self._others.get(session_id) if self._in_sync else None
+        if others is None:
+            sent = await self._run(
+                self._publish_session, session_id, self.node_id, frame
+            )
+            return [_text(node) for node in sent]
+        if not others:
+            return []
+        nodes = list(others)
+        pipe = self.client.pipeline(transaction=False)
+        for node in nodes:
+            pipe.publish(self._inbox_of(node), frame)
+        receivers = await self._command(pipe.execute())
+        return [node for node, count in zip(nodes, receivers, strict=True) if count]
+
+    async def publish_to_all(self, frame: bytes) -> list[str]:
+        """Publish ``frame`` to every other live node, in one script."""
+        sent = await self._run(self._publish_all, self.node_id, frame)
+        return [_text(node) for node in sent]
+
     async def mark_session_closed(
-        self, session_id: str, *, ago: float = 0.0
+        self, session_id: str, *, ago: float = 0.0, frame: bytes | None = None
     ) -> SessionClosed:
-        """Remember the close for ``missed_close_window``; return the live nodes."""
-        now_us, at_us, live = await self._run(
-            self._mark_closed,
+        """Remember the close for ``missed_close_window`` and end the session.
+
+        One script: it also publishes ``frame`` to the other live holders.
+        """
+        args: list[Any] = [
             session_id,
             int(ago * 1e6),
             int(self.missed_close_window * 1000),
-        )
+            self.node_id,
+        ]
+        if frame is not None:
+            args.append(frame)
+        now_us, at_us, live, ended, sent = await self._run(self._mark_closed, *args)
         self._learn_clock(now_us)
         nodes = {_text(node): int(count) for node, count in _pairs(live)}
-        return SessionClosed(int(at_us) / 1e6, nodes)
+        published = tuple(_text(node) for node in sent)
+        return SessionClosed(int(at_us) / 1e6, nodes, bool(ended), published)
 
     async def _run(self, script: Any, *args: Any) -> Any:
         call: Awaitable[Any] = script(keys=[self._nodes_key], args=[self._tag, *args])

@@ -1,0 +1,51 @@
+"""The Lua scripts of the Redis backend, read from the ``.lua`` files beside it.
+
+Each change to shared state is one script, so it is atomic. Every script is
+``prelude.lua`` (the helpers) followed by its own file; it gets the nodes
+sorted set as ``KEYS[1]`` (so a cluster client routes it to the right slot)
+and the key tag as ``ARGV[1]``; the other keys share that tag, hence that
+slot. Times are Redis ``TIME`` in microseconds.
+
+Keys, with ``T`` the tag (``{prefix}``):
+``T:nodes`` (zset: node -> lease deadline),
+``T:node:<node>`` (hash: session -> this node's connection count),
+``T:stale:<node>`` (set: sessions a full rewrite has not written again yet),
+``T:session:<session>`` (hash: node -> count), ``T:sessions`` (set),
+``T:closed:<session>`` (string: time of the last close-all; expires),
+``T:alive:<session>`` (string: the public handle of a live session),
+``T:handle:<handle>`` (string: the live session of that handle),
+``T:grace`` (zset: session -> end of its grace period),
+``T:props:<session>`` (hash: a live session's user properties),
+``T:handle_key`` (string: the cluster's key of public handles).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+_PACKAGE = __name__.rpartition(".")[0]
+
+
+def _read(name: str) -> str:
+    return resources.files(_PACKAGE).joinpath(f"{name}.lua").read_text("utf-8")
+
+
+_PRELUDE = _read("prelude")
+
+
+def script(name: str) -> str:
+    """The source of the script ``<name>.lua``, after the prelude."""
+    return _PRELUDE + "\n" + _read(name)
+
+
+HEARTBEAT = script("heartbeat")
+WRITE_PRESENCE = script("write_presence")
+LEAVE = script("leave")
+SESSION_NODES = script("session_nodes")
+MARK_CLOSED = script("mark_closed")
+PUBLISH_SESSION = script("publish_session")
+PUBLISH_ALL = script("publish_all")
+END_SESSION = script("end_session")
+SET_PROPERTIES = script("set_properties")
+PROPERTIES = script("properties")
+HANDLE_KEY = script("handle_key")

@@ -1,0 +1,2 @@
+-- ARGV: tag, session -> {now, {node, count, ...}}
+return {now, live_nodes(ARGV[2])}

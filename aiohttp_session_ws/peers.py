@@ -1,0 +1,68 @@
+"""The protocol connections of this node, per session: where services deliver."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+from typing import Protocol
+
+
+class Peer(Protocol):
+    """A protocol connection, as the services see it (no aiohttp here)."""
+
+    @property
+    def connection_id(self) -> str:
+        """The connection's id, unique in the cluster (``$ConnectionId``)."""
+
+    @property
+    def session_ws_id(self) -> Hashable:
+        """The session ws id of the connection's session (a secret)."""
+
+    @property
+    def handle(self) -> str:
+        """The public handle of the connection's session (``$SessionId``)."""
+
+    def connection_properties(self) -> dict[str, str]:
+        """The fixed properties of the connection, and its factory's ones."""
+
+    async def deliver(self, frame: bytes) -> bool:
+        """Send an encoded push frame; False if the connection is gone.
+
+        It never waits on a slow client: the frame waits in the connection's
+        bounded queue instead.
+        """
+
+
+class Peers:
+    """The protocol connections open on this node, by session ws id."""
+
+    def __init__(self) -> None:
+        self._by_session: dict[Hashable, set[Peer]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, peer: Peer) -> None:
+        """Track an open protocol connection."""
+        peers = self._by_session.setdefault(peer.session_ws_id, set())
+        if peer not in peers:
+            peers.add(peer)
+            self._count += 1
+
+    def discard(self, peer: Peer) -> None:
+        """Stop tracking a connection; unknown ones are ignored."""
+        peers = self._by_session.get(peer.session_ws_id)
+        if peers is None or peer not in peers:
+            return
+        peers.discard(peer)
+        self._count -= 1
+        if not peers:
+            del self._by_session[peer.session_ws_id]
+
+    def of(self, session_ws_id: Hashable) -> list[Peer]:
+        """The open protocol connections of one session (a copy)."""
+        return list(self._by_session.get(session_ws_id, ()))
+
+    def __iter__(self) -> Iterator[Peer]:
+        for peers in list(self._by_session.values()):
+            yield from list(peers)

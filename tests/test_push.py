@@ -1,0 +1,168 @@
+"""Push across the cluster: node B in its own process, node A here, real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.pytest_plugin import AiohttpClient
+
+from aiohttp_session_ws import SUBPROTOCOL, RedisSessionWSRegistry
+
+from .apps import (
+    TIMEOUT,
+    Client,
+    build_app,
+    cookie_ws_id,
+    registry_of,
+    session_cookie_header,
+)
+from .nodes import NODE_TTL, NodeProcess, StartNode, presence_written
+from .redis_server import RedisServer
+
+
+async def redis_client(aiohttp_client: AiohttpClient, url: str, prefix: str) -> Client:
+    registry = RedisSessionWSRegistry(
+        url, prefix=prefix, node_ttl=NODE_TTL, reconnect_max_delay=0.5
+    )
+    return await aiohttp_client(build_app(registry))
+
+
+async def remote_tab(
+    browser: aiohttp.ClientSession, node: NodeProcess, login: Client, url: str
+) -> aiohttp.ClientWebSocketResponse:
+    """A protocol connection of ``login``'s session on ``node``, once in Redis."""
+    ws = await browser.ws_connect(
+        node.url("/live"),
+        protocols=(SUBPROTOCOL,),
+        headers=session_cookie_header(login),
+    )
+    assert json.loads((await ws.receive(timeout=TIMEOUT)).data)["op"] == "hello"
+    registry = registry_of(login)
+    assert isinstance(registry, RedisSessionWSRegistry)
+    await presence_written(
+        url, registry.backend.prefix, cookie_ws_id(login), node.node_id
+    )
+    return ws
+
+
+async def test_a_push_reaches_the_session_on_another_node(
+    aiohttp_client: AiohttpClient,
+    redis_server: RedisServer,
+    prefix: str,
+    start_node: StartNode,
+    browser: aiohttp.ClientSession,
+) -> None:
+    node_a = await redis_client(aiohttp_client, redis_server.url, prefix)
+    await node_a.get("/")  # the session exists
+    node_b = await start_node(redis_server.url)
+    local = await node_a.ws_connect("/live", protocols=(SUBPROTOCOL,))
+    await local.receive(timeout=TIMEOUT)  # hello
+    tab_b = await remote_tab(browser, node_b, node_a, redis_server.url)
+    registry = registry_of(node_a)
+    assert isinstance(registry, RedisSessionWSRegistry)
+    await registry.backend._caught_up()  # node B's "I hold it too" note came
+    session_ws_id = cookie_ws_id(node_a)
+    assert await registry.send_to_session(session_ws_id, {"text": "hi"}) == 2
+    for ws in (local, tab_b):
+        frame = json.loads((await ws.receive(timeout=TIMEOUT)).data)
+        assert frame == {"op": "push", "data": {"text": "hi"}}
+    assert await registry.broadcast("everyone") == 2
+    for ws in (local, tab_b):
+        assert json.loads((await ws.receive(timeout=TIMEOUT)).data)["data"] == (
+            "everyone"
+        )
+    # a session nobody holds: no node is asked
+    assert await registry.send_to_session("nobody", "x") == 0
+    await tab_b.close()
+    await local.close()
+
+
+async def test_while_redis_is_down_a_push_reaches_the_local_connections(
+    aiohttp_client: AiohttpClient,
+    own_redis_server: RedisServer,
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    node_a = await redis_client(aiohttp_client, own_redis_server.url, prefix)
+    tab = await node_a.ws_connect("/live", protocols=(SUBPROTOCOL,))
+    await tab.receive(timeout=TIMEOUT)
+    registry = registry_of(node_a)
+    own_redis_server.stop()
+    with caplog.at_level(logging.WARNING, logger="aiohttp_session_ws"):
+        reached = await asyncio.wait_for(
+            registry.send_to_session(cookie_ws_id(node_a), "still here"), TIMEOUT
+        )
+    assert reached == 1
+    assert "this node's connections" in caplog.text
+    assert json.loads((await tab.receive(timeout=TIMEOUT)).data)["data"] == (
+        "still here"
+    )
+    # the protocol keeps answering what needs no Redis
+    await tab.send_str(json.dumps({"op": "ping", "id": 1}))
+    assert json.loads((await tab.receive(timeout=TIMEOUT)).data)["op"] == "result"
+    await tab.send_str(json.dumps({"op": "properties", "id": 2}))
+    reply = json.loads((await tab.receive(timeout=TIMEOUT)).data)
+    assert reply["code"] == "unavailable"
+    await tab.close()
+    own_redis_server.start()
+
+
+class CommandCount:
+    """Counts the Redis calls a backend makes (scripts and commands)."""
+
+    def __init__(self, registry: RedisSessionWSRegistry) -> None:
+        self.calls = 0
+        backend = registry.backend
+        command = backend._command
+
+        async def counted(call: Any) -> Any:
+            self.calls += 1
+            return await command(call)
+
+        backend._command = counted  # type: ignore[method-assign]
+
+
+async def test_a_session_no_other_node_holds_is_pushed_without_redis(
+    aiohttp_client: AiohttpClient,
+    redis_server: RedisServer,
+    prefix: str,
+    start_node: StartNode,
+    browser: aiohttp.ClientSession,
+) -> None:
+    node_a = await redis_client(aiohttp_client, redis_server.url, prefix)
+    tab = await node_a.ws_connect("/live", protocols=(SUBPROTOCOL,))
+    await tab.receive(timeout=TIMEOUT)
+    registry = registry_of(node_a)
+    assert isinstance(registry, RedisSessionWSRegistry)
+    session_ws_id = cookie_ws_id(node_a)
+    await registry.session_nodes(session_ws_id)  # this node's presence is written
+    counter = CommandCount(registry)
+    assert await registry.send_to_session(session_ws_id, 1) == 1
+    assert counter.calls == 0
+    # node B begins to hold the session: its write tells node A
+    node_b = await start_node(redis_server.url)
+    tab_b = await remote_tab(browser, node_b, node_a, redis_server.url)
+    await registry.backend._caught_up()
+    calls = counter.calls
+    assert await registry.send_to_session(session_ws_id, 2) == 2
+    assert counter.calls == calls + 1  # one pipelined publish
+    for ws in (tab, tab_b):
+        assert json.loads((await ws.receive(timeout=TIMEOUT)).data)["data"] == (
+            1 if ws is tab else 2
+        )
+    assert json.loads((await tab.receive(timeout=TIMEOUT)).data)["data"] == 2
+    # and stops holding it: the note reaches node A, which stops asking
+    await tab_b.close()
+    await presence_written(
+        redis_server.url, prefix, session_ws_id, node_b.node_id, present=False
+    )
+    await registry.backend._caught_up()
+    calls = counter.calls
+    assert await registry.send_to_session(session_ws_id, 3) == 1
+    assert counter.calls == calls
+    await tab.close()

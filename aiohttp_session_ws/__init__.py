@@ -10,13 +10,18 @@ from .backends import (
     MemoryBackend,
     MemoryHub,
 )
-from .endpoint import serve_protocol, session_ws_endpoint
+from .browser import add_browser_client
+from .endpoint import serve_protocol, session_ws_endpoint, session_ws_protocol
+from .peers import Peer
 from .protocol import (
     SUBPROTOCOL,
+    Arg,
     CloseCode,
     ErrorCode,
+    Op,
     ProtocolError,
     ProtocolLimits,
+    Request,
 )
 from .registry import (
     DEFAULT_ID_FACTORY,
@@ -68,6 +73,7 @@ __all__ = [
     "REGISTRY_KEY",
     "SUBPROTOCOL",
     "Action",
+    "Arg",
     "Backend",
     "BackendConfigurationError",
     "BackendUnavailableError",
@@ -76,16 +82,21 @@ __all__ = [
     "ErrorCode",
     "MemoryBackend",
     "MemoryHub",
+    "Op",
+    "Peer",
     "ProtocolError",
     "ProtocolLimits",
     "RedisBackend",
     "RedisSessionWSRegistry",
+    "Request",
     "SessionWSRegistry",
     "Stats",
+    "add_browser_client",
     "aiohttp_security_policy",
     "deny_all",
     "serve_protocol",
     "session_ws_endpoint",
+    "session_ws_protocol",
     "delete_session_ws_id",
     "ensure_session_ws_id",
     "get_registry",

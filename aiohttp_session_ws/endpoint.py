@@ -55,29 +55,47 @@ never waits on one slow reader."""
 async def session_ws_endpoint(request: web.Request) -> web.WebSocketResponse:
     """An aiohttp handler that serves the protocol at a route of the app.
 
-    ``app.router.add_get("/live", session_ws_endpoint)``.
-
-    It upgrades with :func:`~aiohttp_session_ws.session_ws` (the Origin check,
-    the session ws id, registration), negotiates the subprotocol
-    ``aiohttp-session-ws.v1`` and serves :doc:`/protocol` until the socket
-    closes. An upgrade that does not offer the subprotocol is refused with 400.
+    ``app.router.add_get("/live", session_ws_endpoint)``: it is
+    ``async with session_ws_protocol(request) as ws: await
+    serve_protocol(request, ws)``.
     """
-    registry = get_registry(request)
-    if _is_upgrade(request):
-        check_origin(request, registry.allowed_origins)
-        if SUBPROTOCOL not in _offered_protocols(request):
-            raise web.HTTPBadRequest(
-                text=f"This endpoint speaks the websocket subprotocol {SUBPROTOCOL}: "
-                "offer it in Sec-WebSocket-Protocol"
-            )
-    async with session_ws(
-        request,
-        protocols=(SUBPROTOCOL,),
-        max_msg_size=registry.limits.max_message_size,
-        compress=False,  # frames are encoded once for every socket
-    ) as ws:
+    async with session_ws_protocol(request) as ws:
         await serve_protocol(request, ws)
     return ws
+
+
+class session_ws_protocol(session_ws):  # noqa: N801 (named like session_ws)
+    """:class:`~aiohttp_session_ws.session_ws` for a protocol connection.
+
+    ``async with session_ws_protocol(request) as ws:`` upgrades as
+    ``session_ws`` does, after two more checks: the client offered the
+    subprotocol ``aiohttp-session-ws.v1`` (400 if not; the Origin check
+    comes first), and the websocket is made with the protocol's options
+    (the subprotocol, ``max_msg_size`` from the registry's limits, no
+    compression: frames are encoded once for every socket). ``ws_kwargs``
+    override those options. Run your own code around
+    :func:`serve_protocol` in the block.
+    """
+
+    def __init__(self, request: web.Request, **ws_kwargs: Any) -> None:
+        options: dict[str, Any] = {
+            "protocols": (SUBPROTOCOL,),
+            "max_msg_size": get_registry(request).limits.max_message_size,
+            "compress": False,
+        }
+        options.update(ws_kwargs)
+        super().__init__(request, **options)
+
+    async def __aenter__(self) -> web.WebSocketResponse:
+        request = self.request
+        if _is_upgrade(request):
+            check_origin(request, self.registry.allowed_origins)
+            if SUBPROTOCOL not in _offered_protocols(request):
+                raise web.HTTPBadRequest(
+                    text="This endpoint speaks the websocket subprotocol "
+                    f"{SUBPROTOCOL}: offer it in Sec-WebSocket-Protocol"
+                )
+        return await super().__aenter__()
 
 
 def _is_upgrade(request: web.Request) -> bool:
@@ -92,11 +110,10 @@ def _offered_protocols(request: web.Request) -> list[str]:
 async def serve_protocol(request: web.Request, ws: web.WebSocketResponse) -> None:
     """Serve the protocol on ``ws`` until it closes.
 
-    ``ws`` comes from an open ``async with session_ws(request, ...)`` block,
-    so an app can run its own code around the protocol; give ``session_ws``
-    ``protocols=[SUBPROTOCOL]`` so that clients see it negotiated,
-    ``max_msg_size=registry.limits.max_message_size`` and ``compress=False``,
-    as :func:`session_ws_endpoint` does.
+    ``ws`` comes from an open ``async with session_ws_protocol(request)``
+    block (or a ``session_ws`` one given ``protocols=[SUBPROTOCOL]``), so an
+    app can run its own code around the protocol. The connection receives
+    pushes from its ``hello`` on.
 
     :raises RuntimeError: ``ws`` is not a websocket registered by
         ``session_ws``.
@@ -234,7 +251,7 @@ class ProtocolConnection:
         try:
             request, op = self._registry.ops.parse(text, self._registry.limits)
         except FrameError as exc:
-            await self._fail(exc.request_id, ErrorCode(exc.code), exc.message)
+            await self._fail(exc.request_id, exc.code, exc.message)
             return
         limits = self._registry.limits
         if counters.pending_requests and self._pending() >= limits.max_pending:
@@ -307,8 +324,8 @@ class ProtocolConnection:
                 self._run(request, op), self._registry.limits.request_timeout
             )
             frame = encode_result(request.id, data)
-        except ProtocolError as exc:
-            await self._fail(request.id, ErrorCode(exc.code), exc.message)
+        except ProtocolError as exc:  # an app's op may use a code of its own
+            await self._fail(request.id, exc.code, exc.message)
             return
         except asyncio.TimeoutError:
             await self._fail(request.id, ErrorCode.TIMEOUT, "the request took too long")
@@ -336,9 +353,9 @@ class ProtocolConnection:
         return await op.handler(self, request)
 
     async def _fail(
-        self, request_id: int | None, code: ErrorCode, message: str
+        self, request_id: int | None, code: ErrorCode | str, message: str
     ) -> None:
-        self._registry.counters.errors[code.value] += 1
+        self._registry.counters.errors[str(code)] += 1
         await self._send(encode_error(request_id, code, message), reply=True)
 
     # writing
@@ -435,4 +452,9 @@ class ProtocolConnection:
             await asyncio.wait(tasks)
 
 
-__all__ = ["ProtocolConnection", "serve_protocol", "session_ws_endpoint"]
+__all__ = [
+    "ProtocolConnection",
+    "serve_protocol",
+    "session_ws_endpoint",
+    "session_ws_protocol",
+]

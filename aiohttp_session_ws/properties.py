@@ -39,15 +39,17 @@ APP_SET_FIXED_KEYS = frozenset({PRINCIPAL, ROLES})
 MAX_KEY_LENGTH = 256
 MAX_VALUE_LENGTH = 64 * 1024
 
-_BAD_KEY = re.compile(r"[\s\"'(),]")
+_BAD_KEY = re.compile(r"[\s\"'(),\x00-\x1f\x7f\ud800-\udfff]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def check_user_key(key: object) -> str:
     """Return ``key`` if it is a valid user property key.
 
     :raises ValueError: it is not a non-empty string of at most
-        :data:`MAX_KEY_LENGTH` characters without whitespace, quotes,
-        parentheses or commas, or it starts with ``$`` (fixed keys).
+        :data:`MAX_KEY_LENGTH` characters without whitespace, control
+        characters, quotes, parentheses, commas or lone surrogates, or it
+        starts with ``$`` (fixed keys).
     """
     if not isinstance(key, str) or not key:
         raise ValueError(f"a property key must be a non-empty string, not {key!r}")
@@ -59,7 +61,8 @@ def check_user_key(key: object) -> str:
     if len(key) > MAX_KEY_LENGTH or _BAD_KEY.search(key):
         raise ValueError(
             f"property key {key[:40]!r} is invalid: at most {MAX_KEY_LENGTH} "
-            "characters, without whitespace, quotes, parentheses or commas"
+            "characters, without whitespace, control characters, quotes, "
+            "parentheses, commas or lone surrogates"
         )
     return key
 
@@ -68,7 +71,7 @@ def check_value(key: str, value: object) -> str:
     """Return ``value`` if it is a valid property value (a string).
 
     :raises ValueError: it is not a string of at most
-        :data:`MAX_VALUE_LENGTH` characters.
+        :data:`MAX_VALUE_LENGTH` characters, or holds a lone surrogate.
     """
     if not isinstance(value, str):
         raise ValueError(
@@ -77,6 +80,10 @@ def check_value(key: str, value: object) -> str:
     if len(value) > MAX_VALUE_LENGTH:
         raise ValueError(
             f"the value of property {key!r} is over {MAX_VALUE_LENGTH} characters"
+        )
+    if _SURROGATE.search(value):
+        raise ValueError(
+            f"the value of property {key!r} holds a lone surrogate: not Unicode text"
         )
     return value
 

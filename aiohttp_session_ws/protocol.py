@@ -65,6 +65,8 @@ class CloseCode(enum.IntEnum):
     """The server shuts down."""
     POLICY_VIOLATION = 1008
     """Too many frames refused by the rate limit in a row."""
+    INVALID_TEXT = 1007
+    """A text frame that is not valid UTF-8 (closed by the websocket layer)."""
     MESSAGE_TOO_BIG = 1009
     """A frame over four times ``max_frame_size``."""
     TRY_AGAIN_LATER = 1013
@@ -226,7 +228,7 @@ class OpTable(Generic[C]):
         try:
             frame = json.loads(text)
         except ValueError:
-            raise FrameError(None, ErrorCode.BAD_FRAME, "not JSON") from None
+            raise FrameError(None, ErrorCode.BAD_FRAME, "not valid JSON") from None
         except RecursionError:
             raise FrameError(None, ErrorCode.BAD_FRAME, "nested too deeply") from None
         if not isinstance(frame, dict):

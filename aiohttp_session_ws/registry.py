@@ -187,7 +187,8 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
 
         A session starts with its first connection anywhere in the cluster
         (not one that returns within the grace period); the callbacks run
-        once per start, on one node.
+        once per start, on one node. A Redis restarted empty forgets which
+        sessions are alive: the sessions still held then start again.
         """
         return self.sessions.on_start
 
@@ -195,7 +196,9 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
     def on_session_end(self) -> list[SessionCallback]:
         """Callbacks run with the session ws id when a session ends, on one node.
 
-        See :doc:`/sessions` for when a session ends.
+        See :doc:`/sessions` for when a session ends. A Redis restarted empty
+        forgets the sessions in their grace period and the ends asked during
+        the outage: those ends are not reported.
         """
         return self.sessions.on_end
 
@@ -451,13 +454,17 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         not alive.
 
         :raises ValueError: a key or a value is invalid (see :doc:`/sessions`).
+        :raises BackendUnavailableError: the backend cannot be reached.
         """
         return await self.sessions.set_properties(session_ws_id, values)
 
     async def session_properties(
         self, session_ws_id: Hashable
     ) -> dict[str, str] | None:
-        """The user properties of a live session; ``None`` when it is not alive."""
+        """The user properties of a live session; ``None`` when it is not alive.
+
+        :raises BackendUnavailableError: the backend cannot be reached.
+        """
         return await self.sessions.user_properties(session_ws_id)
 
     def stats(self) -> Stats:

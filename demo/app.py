@@ -1,4 +1,4 @@
-"""The demo application: a page, its websocket, and the /reset and /logout routes."""
+"""The demo application: a page, its websockets, and /push, /reset and /logout."""
 
 from __future__ import annotations
 
@@ -13,13 +13,19 @@ from yarl import URL
 
 from aiohttp_session_ws import (
     BackendUnavailableError,
+    Op,
+    Peer,
+    Request,
     SessionWSRegistry,
+    add_browser_client,
     get_registry,
     get_session_ws_id,
     new_session_ws_id,
     schedule_close_all_session_ws,
+    serve_protocol,
     session_ws,
     session_ws_middleware,
+    session_ws_protocol,
     setup_session_ws,
 )
 
@@ -33,6 +39,12 @@ TICK_INTERVAL_KEY: web.AppKey[float] = web.AppKey("demo_tick_interval", float)
 
 BACKEND_KEY: web.AppKey[str] = web.AppKey("demo_backend", str)
 """What the page says about the backend: memory, or which Redis."""
+
+CLIENT_PREFIX = "/session-ws"
+"""Where the browser client is served: the page imports ``session-ws.js`` there."""
+
+MAX_PUSH_TEXT = 500
+"""Characters of one text that ``/push`` sends at most."""
 
 
 def make_registry(redis_url: str | None = None) -> SessionWSRegistry:
@@ -73,12 +85,17 @@ def make_app(
     app = web.Application(
         middlewares=[aiohttp_session.session_middleware(storage), session_ws_middleware]
     )
-    setup_session_ws(app, make_registry(redis_url))
+    registry = make_registry(redis_url)
+    registry.ops.add(connections_op(registry))
+    setup_session_ws(app, registry)
+    add_browser_client(app, CLIENT_PREFIX)
     app[TICK_INTERVAL_KEY] = tick_interval
     app[BACKEND_KEY] = describe_backend(redis_url)
     app.add_routes(
         [
             web.get("/", index),
+            web.get("/live", live),
+            web.post("/push", push),
             web.get("/ws", websocket),
             web.get("/reset", reset),
             web.post("/reset", reset),
@@ -91,7 +108,11 @@ def make_app(
 
 async def index(request: web.Request) -> web.Response:
     """Serve the page, naming the node and the backend that serve it."""
-    page = render_page(node=node_address(request), backend=request.app[BACKEND_KEY])
+    page = render_page(
+        node=node_address(request),
+        backend=request.app[BACKEND_KEY],
+        client=f"{CLIENT_PREFIX}/session-ws.js",
+    )
     return web.Response(text=page, content_type="text/html")
 
 
@@ -103,6 +124,62 @@ def node_address(request: web.Request) -> str:
         return request.host
     host, port = sockname[0], sockname[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def live(request: web.Request) -> web.WebSocketResponse:
+    """Serve the protocol to the page, and tell the session's tabs how many there are.
+
+    Like :func:`~aiohttp_session_ws.session_ws_endpoint`, with a push of
+    ``{"kind": "connections", "count": n}`` to the session once the
+    websocket is registered and once it has closed; the new tab itself asks
+    with the ``connections`` op, as pushes reach it only after its hello.
+    """
+    registry = get_registry(request)
+    context = session_ws_protocol(request)
+    async with context as ws:
+        session_ws_id = context.session_ws_id
+        await push_count(registry, session_ws_id)
+        await serve_protocol(request, ws)
+    await push_count(registry, session_ws_id)
+    return ws
+
+
+async def push_count(registry: SessionWSRegistry, session_ws_id: Hashable) -> None:
+    """Tell the session's protocol connections how many websockets it has open."""
+    count = await count_connections(registry, session_ws_id)
+    await registry.send_to_session(
+        session_ws_id, {"kind": "connections", "count": count}
+    )
+
+
+def connections_op(registry: SessionWSRegistry) -> Op[Peer]:
+    """The demo's op ``connections``: ``{"count": n}`` for the request's session.
+
+    ``n`` counts the session's websockets on every node.
+    """
+
+    async def answer(connection: Peer, request: Request) -> dict[str, int]:
+        return {"count": await count_connections(registry, connection.session_ws_id)}
+
+    return Op("connections", answer)
+
+
+async def push(request: web.Request) -> web.Response:
+    """Send the form field ``text`` to every tab of the session, on every node."""
+    form = await request.post()
+    text = form.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise web.HTTPBadRequest(text="Nothing to push: give the form field text.\n")
+    if len(text) > MAX_PUSH_TEXT:
+        raise web.HTTPBadRequest(
+            text=f"Too long: at most {MAX_PUSH_TEXT} characters, not {len(text)}.\n"
+        )
+    session_ws_id = await get_session_ws_id(request)
+    reached = await get_registry(request).send_to_session(
+        session_ws_id, {"kind": "text", "text": text}
+    )
+    plural = "" if reached == 1 else "s"
+    return web.Response(text=f"Pushed to {reached} connection{plural}.\n")
 
 
 async def websocket(request: web.Request) -> web.WebSocketResponse:

@@ -10,6 +10,7 @@ import asyncio
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -101,7 +102,7 @@ class StartNode:
 
 
 async def node_a(
-    aiohttp_client: AiohttpClient, url: str, prefix: str, **options: float
+    aiohttp_client: AiohttpClient, url: str, prefix: str, **options: Any
 ) -> Client:
     """Node A, in this process, with one websocket open (the session exists)."""
     options.setdefault("node_ttl", NODE_TTL)

@@ -38,6 +38,9 @@ from aiohttp_session_ws import (
     get_registry,
     session_ws,
 )
+from aiohttp_session_ws.client import Pushes
+from aiohttp_session_ws.client import Session as LiveSession
+from aiohttp_session_ws.client import connect as connect_live
 from demo import make_app
 from demo.app import COOKIE_NAME, describe_backend, send_frames
 from demo.app import count_connections as demo_count
@@ -145,9 +148,19 @@ async def test_page_is_served_and_starts_a_session(client: Client, key: bytes) -
     assert resp.status == 200
     assert resp.content_type == "text/html"
     page = await resp.text()
-    for needle in ('"/ws"', 'href="/reset"', 'href="/logout"', "event.code"):
+    for needle in (
+        'import { connect, SessionState } from "/session-ws/session-ws.js";',
+        'connect("/live"',
+        'action="/push"',
+        'href="/reset"',
+        'href="/logout"',
+        "closeCode",
+    ):
         assert needle in page
-    assert isinstance(cookie_ws_id(client, key), str)
+    session_ws_id = cookie_ws_id(client, key)
+    assert isinstance(session_ws_id, str)
+    assert session_ws_id not in page  # a secret: the page shows the public handle
+    assert "Session ws id" not in page
 
 
 async def test_page_names_its_node_and_backend(client: Client) -> None:
@@ -212,9 +225,13 @@ def test_backend_names_redis_without_its_credentials() -> None:
 
 
 def test_the_page_escapes_what_it_names() -> None:
-    page = render_page(node="<b>[::1]:80</b>", backend="a & b")
+    page = render_page(
+        node="<b>[::1]:80</b>", backend="a & b", client='/x"</script>.js'
+    )
     assert "&lt;b&gt;[::1]:80&lt;/b&gt;" in page
     assert "a &amp; b" in page
+    # in the script, a string literal: JSON, with no end tag in it
+    assert 'from "/x\\"\\u003c/script>.js";' in page
     assert "{{" not in page
 
 
@@ -242,65 +259,145 @@ def test_the_id_wraps_anywhere_and_narrow_screens_get_one_column() -> None:
 
 
 PAGE_HARNESS = """\
-const elements = {node: {textContent: "127.0.0.1:8081"}};
-const el = (id) => (elements[id] ??= {textContent: "", className: ""});
-globalThis.document = {getElementById: el, title: ""};
-globalThis.location = {protocol: "http:", host: "127.0.0.1:8081"};
-const sockets = [];
-globalThis.WebSocket = class {
-  constructor(url) { this.url = url; sockets.push(this); }
+class Element {
+  #text = "";
+  constructor(text = "") {
+    Object.assign(this, {textContent: text, className: "", disabled: false});
+    this.children = [];
+  }
+  get textContent() { return this.#text; }
+  set textContent(value) { this.#text = String(value); }  // as the DOM does
+  addEventListener(type, listener) { this["on" + type] = listener; }
+  prepend(child) { child.parent = this; this.children.unshift(child); }
+  get lastChild() { return this.children.at(-1); }
+  remove() { this.parent.children.splice(this.parent.children.indexOf(this), 1); }
+}
+const elements = {node: new Element("127.0.0.1:8081")};
+const el = (id) => (elements[id] ??= new Element());
+globalThis.document = {
+  getElementById: el, title: "", createElement: () => new Element(),
 };
 globalThis.fetch = async (path) => ({ok: true, status: 200, text: async () => ""});
-(async () => {
-  %s
-  const states = [];
-  const close = (code, reason = "") => {
-    sockets.at(-1).onclose({code, reason});
-    states.push(el("state").textContent);
-    el("reconnect").onclick();
+
+// a stand-in for session-ws.js
+const SessionState = {CONNECTING: "connecting", CONNECTED: "connected",
+                      RECONNECTING: "reconnecting", CLOSED: "closed"};
+const sessions = [];
+let refuse = false;
+async function connect(url, options) {
+  if (refuse) throw new Error("refused");
+  const listeners = [], pushListeners = [], n = sessions.length;
+  const session = {
+    url, options, state: "connected", closeCode: null, closeReason: "",
+    connectionId: "c" + n, sessionId: "h" + n,
+    addStateListener(listener) { listeners.push(listener); },
+    onPush(listener) { pushListeners.push(listener); },
+    request: async (op) => op === "connections" ? {count: 2} : null,
+    set(state, code, reason = "") {
+      const old = session.state;
+      Object.assign(session, {state, closeCode: code ?? session.closeCode,
+                              closeReason: reason});
+      for (const listener of listeners) listener(old, state);
+    },
+    push(data) { for (const listener of pushListeners) listener(data); },
   };
-  sockets.at(-1).onopen();
-  close(1000);                     // another tab's reset or logout
-  await el("logout").onclick();    // this tab's logout, answered before the close
-  close(1000);
-  const pending = el("reset").onclick();  // the close comes before the answer
-  close(1000);
-  await pending;
-  close(1000);                     // a later close: the press is forgotten
-  close(1000, "a reason");
-  close(1001);
-  close(1006);
-  console.log(JSON.stringify({states, title: document.title, url: sockets[0].url}));
-})();
+  sessions.push(session);
+  return session;
+}
+
+%s
+
+const flush = () => new Promise((resolve) => setTimeout(resolve));
+const states = [];
+const seen = () => states.push(el("state").textContent);
+const current = () => sessions.at(-1);
+await flush();  // the page's start() has connected
+seen();
+const first = {
+  connection: el("connection").textContent, session: el("session").textContent,
+  connections: el("connections").textContent, options: current().options,
+  url: current().url, reconnect: el("reconnect").disabled,
+};
+const close = async (code, reason = "") => {
+  current().set("closed", code, reason);
+  seen();
+  await el("reconnect").onclick();
+};
+await close(1000);                      // another tab's reset or logout
+await el("logout").onclick();           // this tab's logout, answered before the close
+await close(1000);
+const pending = el("reset").onclick();  // the close comes before the answer
+await close(1000);
+await pending;
+await close(1000);                      // a later close: the press is forgotten
+await close(1000, "a reason");
+current().set("reconnecting", 1001);
+seen();
+current().set("connected");
+seen();
+sessions[0].set("closed", 1006);        // an old session: no news
+await close(1006);
+current().push({kind: "connections", count: 3});
+const connections = el("connections").textContent;
+for (let i = 0; i < 25; i++) current().push({kind: "text", text: "<b>" + i + "</b>"});
+for (const data of [{kind: "other"}, null, "text"]) current().push(data);
+const pushes = el("pushes").children.map((item) => item.textContent);
+refuse = true;
+await el("reconnect").onclick();
+seen();
+console.log(JSON.stringify({
+  states, first, connections, pushes, title: document.title,
+  reconnect: el("reconnect").disabled,
+}));
 """
-"""Runs the page's script with stand-ins for the DOM, WebSocket and fetch."""
+"""Runs the page's script with stand-ins for the DOM, fetch and the client."""
+
+CLIENT_IMPORT = 'import { connect, SessionState } from "/session-ws/session-ws.js";\n'
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_the_page_says_who_closed_it_when_run() -> None:
-    script = re.search(r"<script>\n(.*)</script>", INDEX_HTML, re.DOTALL)
+    page = render_page(node="n", backend="b", client="/session-ws/session-ws.js")
+    script = re.search(r'<script type="module">\n(.*)</script>', page, re.DOTALL)
     assert script
+    assert CLIENT_IMPORT in script[1]
     done = subprocess.run(
-        ["node", "-"],
-        input=PAGE_HARNESS % script[1],
+        ["node", "--input-type=module", "-"],
+        input=PAGE_HARNESS % script[1].replace(CLIENT_IMPORT, ""),
         capture_output=True,
         text=True,
         timeout=30,
         check=True,
     )
     seen = json.loads(done.stdout)
-    other_tab = "(closed by the server: logout or reset in another tab)"
-    assert [state.removeprefix("Socket closed, code ") for state in seen["states"]] == [
-        f"1000 {other_tab}",
-        "1000 (closed by the server: logout in this tab)",
-        "1000 (closed by the server: reset in this tab)",
-        f"1000 {other_tab}",
-        "1000 (a reason)",
-        "1001 (going away: the server is shutting down)",
-        "1006 (connection lost)",
+    closed = "Closed, code 1000 (closed by the server: "
+    assert seen["states"] == [
+        "Connected",
+        closed + "logout or reset in another tab)",
+        closed + "logout in this tab)",
+        closed + "reset in this tab)",
+        closed + "logout or reset in another tab)",
+        "Closed, code 1000 (a reason)",
+        "Reconnecting\u2026 the connection closed, code 1001 "
+        "(going away: the server is shutting down)",
+        "Connected",
+        "Closed, code 1006 (connection lost)",
+        "Could not connect: refused",
     ]
-    assert seen["title"] == "Connecting\u2026 \u2013 127.0.0.1:8081"
-    assert seen["url"] == "ws://127.0.0.1:8081/ws"
+    assert seen["first"] == {
+        "connection": "c0",
+        "session": "h0",
+        "connections": "2",  # asked with the demo's op
+        "options": {"reconnect": True},
+        "url": "/live",
+        "reconnect": True,  # the button is disabled while connected
+    }
+    assert seen["connections"] == "3"
+    assert seen["pushes"] == [
+        f"<b>{i}</b>" for i in range(24, 4, -1)
+    ]  # 20, newest first
+    assert seen["title"] == "Could not connect: refused \u2013 127.0.0.1:8081"
+    assert seen["reconnect"] is False
 
 
 def test_the_page_says_who_closed_it() -> None:
@@ -308,7 +405,122 @@ def test_the_page_says_who_closed_it() -> None:
     assert "pressed = path.slice(1)" in INDEX_HTML
     assert 'pressed + " in this tab"' in INDEX_HTML
     assert '"logout or reset in another tab"' in INDEX_HTML
-    assert "if (event.reason) return event.reason;" in INDEX_HTML
+    assert "if (reason) return reason;" in INDEX_HTML
+
+
+# /live and /push
+
+
+async def live(client: Client) -> LiveSession:
+    """Open the page's protocol connection in the client's session."""
+    return await asyncio.wait_for(
+        connect_live(client.make_url("/live"), session=client.session), TIMEOUT
+    )
+
+
+async def next_push(pushes: Pushes) -> Any:
+    return await asyncio.wait_for(pushes.__anext__(), TIMEOUT)
+
+
+async def next_text(pushes: Pushes) -> Any:
+    """The next push of a text, past those of the connection count."""
+
+    async def read() -> Any:
+        async for data in pushes:
+            if data["kind"] == "text":
+                return data
+        raise AssertionError("the session closed")
+
+    return await asyncio.wait_for(read(), TIMEOUT)
+
+
+async def test_live_speaks_the_protocol_and_counts_the_sessions_sockets(
+    client: Client, key: bytes
+) -> None:
+    first = await live(client)
+    session_ws_id = cookie_ws_id(client, key)
+    assert first.session_id != session_ws_id  # the public handle, not the secret
+    assert await first.request("connections") == {"count": 1}
+    pushes = first.pushes()
+
+    second = await live(client)
+    assert second.session_id == first.session_id  # one session
+    assert await next_push(pushes) == {"kind": "connections", "count": 2}
+    assert await second.request("connections") == {"count": 2}
+    raw, hello = await connect(client)  # /ws counts too
+    assert hello["connections"] == 3
+    assert await first.request("connections") == {"count": 3}
+    await second.close()
+    assert await next_push(pushes) == {"kind": "connections", "count": 2}
+    await raw.close()
+    assert await first.ping_server() >= 0
+    await first.close()
+
+
+async def test_live_refuses_an_upgrade_without_the_subprotocol(client: Client) -> None:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await asyncio.wait_for(client.ws_connect("/live"), TIMEOUT)
+    assert refused.value.status == 400
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await asyncio.wait_for(
+            client.ws_connect("/live", protocols=["other", "aiohttp-session-ws.v10"]),
+            TIMEOUT,
+        )
+    assert refused.value.status == 400
+
+
+async def test_push_reaches_every_tab_of_the_session_and_no_other(
+    client: Client, aiohttp_client: AiohttpClient, key: bytes
+) -> None:
+    tabs = [await live(client) for _ in range(2)]
+    feeds = [tab.pushes() for tab in tabs]
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as jar:
+        stranger = await asyncio.wait_for(
+            connect_live(client.make_url("/live"), session=jar), TIMEOUT
+        )
+        strangers = stranger.pushes()
+        async with client.post("/push", data={"text": "héllo <b>"}) as resp:
+            assert resp.status == 200
+            assert await resp.text() == "Pushed to 2 connections.\n"
+        for feed in feeds:
+            assert await next_text(feed) == {"kind": "text", "text": "héllo <b>"}
+        await stranger.ping_server()  # a round trip: a push would have come first
+        await stranger.close()
+        assert [data async for data in strangers] == []
+    for tab in tabs:
+        await tab.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "answer"),
+    [
+        ({}, "Nothing to push: give the form field text.\n"),
+        ({"text": "  "}, "Nothing to push: give the form field text.\n"),
+        ({"text": "x" * 501}, "Too long: at most 500 characters, not 501.\n"),
+    ],
+)
+async def test_push_refuses_what_it_cannot_send(
+    client: Client, data: dict[str, str], answer: str
+) -> None:
+    async with client.post("/push", data=data) as resp:
+        assert resp.status == 400
+        assert await resp.text() == answer
+
+
+async def test_push_with_no_connection_says_so(client: Client) -> None:
+    async with client.post("/push", data={"text": "anyone?"}) as resp:
+        assert await resp.text() == "Pushed to 0 connections.\n"
+    tab = await live(client)
+    async with client.post("/push", data={"text": "one"}) as resp:
+        assert await resp.text() == "Pushed to 1 connection.\n"
+    await tab.close()
+
+
+async def test_the_page_gets_the_browser_client(client: Client) -> None:
+    async with client.get("/session-ws/session-ws.js") as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/javascript"
+        assert "export async function connect" in await resp.text()
 
 
 # /ws
@@ -555,6 +767,35 @@ async def test_redis_nodes_share_sockets_and_logout(
         assert "Closing 2 websockets of this session." in await response.text()
     assert (await until_close(second_ws)).type is WSMsgType.CLOSE
     assert (await until_close(first_ws)).type is WSMsgType.CLOSE
+
+
+async def test_a_push_on_one_redis_node_reaches_the_tabs_on_both(
+    aiohttp_client: AiohttpClient, key: bytes, redis_server: RedisServer
+) -> None:
+    nodes = [
+        await aiohttp_client(make_app(key, redis_url=redis_server.url))
+        for _ in range(2)
+    ]
+    await nodes[0].get("/")
+    cookie = cookie_value(nodes[0])
+    assert cookie is not None
+    nodes[1].session.cookie_jar.update_cookies(
+        {COOKIE_NAME: cookie}, response_url=URL(str(nodes[1].make_url("/")))
+    )
+    tabs = [await live(node) for node in nodes]
+    assert tabs[0].session_id == tabs[1].session_id  # one session, two nodes
+    assert await tabs[1].request("connections") == {"count": 2}
+    feeds = [tab.pushes() for tab in tabs]
+    for sender in nodes:
+        async with sender.post("/push", data={"text": f"from {sender.port}"}) as resp:
+            assert await resp.text() == "Pushed to 2 connections.\n"
+        for feed in feeds:
+            assert await next_text(feed) == {
+                "kind": "text",
+                "text": f"from {sender.port}",
+            }
+    for tab in tabs:
+        await tab.close()
 
 
 async def test_the_count_falls_back_to_this_node_while_redis_is_down(

@@ -1,27 +1,39 @@
-"""The demo page in a real headless Chromium: two tabs of one session, 375 px wide.
+"""The demo page in a real headless Chromium: tabs of one session, 375 px wide.
 
-Debian's ``chromium`` is driven by playwright with ``executable_path`` (no
-browser download); ``make test`` installs both.
+Two pages of one browser context share the cookie, so they are two tabs of
+one session; on two demo nodes that share a redis-server and the cookie key
+they are one session across the cluster. Debian's ``chromium`` is driven by
+playwright with ``executable_path`` (no browser download); ``make test``
+installs both. One browser serves the module, so the tests share its loop.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import AsyncIterator
 
 import pytest
-from aiohttp.pytest_plugin import AiohttpServer
-from playwright.async_api import Browser, async_playwright, expect
+import pytest_asyncio
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
+from aiohttp_session_ws import REGISTRY_APP_KEY, SessionWSRegistry
 from demo import make_app
 from demo.key import random_key
+
+from .redis_server import RedisServer
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TIMEOUT_MS = 5_000
 
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-@pytest.fixture
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
+    """One headless Chromium for the module."""
     if not shutil.which(CHROMIUM):
         pytest.fail("chromium is missing: `make test` installs it with apt-get")
     async with async_playwright() as driver:
@@ -34,45 +46,185 @@ async def browser() -> AsyncIterator[Browser]:
             await browser.close()
 
 
-async def test_two_tabs_at_375px_tell_which_button_closed_them(
-    aiohttp_server: AiohttpServer, browser: Browser
-) -> None:
-    server = await aiohttp_server(make_app(random_key(), tick_interval=0.05))
-    url = str(server.make_url("/"))
+@pytest_asyncio.fixture(loop_scope="module")
+async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
+    """A phone-sized context: its pages are tabs of one session."""
     context = await browser.new_context(viewport={"width": 375, "height": 740})
     context.set_default_timeout(TIMEOUT_MS)
+    expect.set_options(timeout=TIMEOUT_MS)
     try:
-        first = await context.new_page()
-        await first.goto(url)
-        await expect(first.locator("#state")).to_have_text("Socket open")
-        second = await context.new_page()  # the same cookie: the same session
-        await second.goto(url)
-        await expect(second.locator("#state")).to_have_text("Socket open")
-        await expect(first.locator("#connections")).to_have_text("2")
+        yield context
+    finally:
+        await context.close()
 
-        # which node and backend serve the page
-        assert await first.locator("#node").text_content() == (
-            f"127.0.0.1:{server.port}"
-        )
-        assert "memory" in (await first.locator("#backend").text_content() or "")
 
-        # the id fits the narrow screen: a few lines at most, not one a character
-        session = first.locator("#session")
-        await expect(session).not_to_have_text("\u2013")
-        box = await session.bounding_box()
-        line = await session.evaluate(
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[TestServer]:
+    """``app`` on a free port of 127.0.0.1."""
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def node() -> AsyncIterator[TestServer]:
+    """One demo node on the memory backend."""
+    async with serving(make_app(random_key())) as server:
+        yield server
+
+
+def registry_of(server: TestServer) -> SessionWSRegistry:
+    return server.app[REGISTRY_APP_KEY]
+
+
+async def open_tab(context: BrowserContext, server: TestServer) -> Page:
+    """A tab of the context's session, on ``server``, once it is connected."""
+    page = await context.new_page()
+    await page.goto(str(server.make_url("/")))
+    await expect(page.locator("#state")).to_have_text("Connected")
+    return page
+
+
+async def push(page: Page, text: str) -> None:
+    """Type ``text`` into the page's push box and send it."""
+    await page.locator("#text").fill(text)
+    await page.locator("#push button").click()
+
+
+async def test_two_tabs_at_375px_share_pushes_and_tell_which_button_closed_them(
+    context: BrowserContext, node: TestServer
+) -> None:
+    first = await open_tab(context, node)
+    second = await open_tab(context, node)  # the same cookie: the same session
+    for page in (first, second):
+        await expect(page.locator("#connections")).to_have_text("2")
+
+    # which node and backend serve the page
+    assert await first.locator("#node").text_content() == f"127.0.0.1:{node.port}"
+    assert "memory" in (await first.locator("#backend").text_content() or "")
+
+    # the session's public handle, never the secret session ws id
+    [session_ws_id] = list(registry_of(node))
+    handle = registry_of(node).public_handle(session_ws_id)
+    for page in (first, second):
+        await expect(page.locator("#session")).to_have_text(handle)
+        assert str(session_ws_id) not in await page.content()
+    connections = [
+        await p.locator("#connection").text_content() for p in (first, second)
+    ]
+    assert connections[0] != connections[1]
+
+    # the ids fit the narrow screen: a few lines at most, not one a character
+    for selector in ("#session", "#connection"):
+        box = await first.locator(selector).bounding_box()
+        line = await first.locator(selector).evaluate(
             "e => parseFloat(getComputedStyle(e).lineHeight) || 20"
         )
         assert box is not None
         assert box["height"] <= 3 * line
-        page_width = await first.evaluate("document.documentElement.scrollWidth")
-        assert page_width <= 375  # nothing sticks out sideways
+    page_width = await first.evaluate("document.documentElement.scrollWidth")
+    assert page_width <= 375  # nothing sticks out sideways
 
-        await first.locator("#logout").click()
-        await expect(first.locator("#state")).to_contain_text("logout in this tab")
-        await expect(second.locator("#state")).to_contain_text(
-            "logout or reset in another tab"
+    # a push typed in one tab shows in both, as text
+    await push(first, "hello <b>tabs</b>")
+    for page in (first, second):
+        await expect(page.locator("#pushes li").first).to_have_text("hello <b>tabs</b>")
+    await expect(first.locator("#result")).to_have_text(
+        "/push: 200 Pushed to 2 connections."
+    )
+    await expect(first.locator("#text")).to_have_value("")
+    await push(second, "and back")
+    await expect(first.locator("#pushes li").first).to_have_text("and back")
+
+    # one tab closes: the other's count follows
+    await second.close()
+    await expect(first.locator("#connections")).to_have_text("1")
+    second = await open_tab(context, node)
+    await expect(first.locator("#connections")).to_have_text("2")
+
+    await first.locator("#logout").click()
+    await expect(first.locator("#state")).to_contain_text("logout in this tab")
+    await expect(second.locator("#state")).to_contain_text(
+        "logout or reset in another tab"
+    )
+    await expect(first.locator("#result")).to_contain_text("2 websockets")
+    await expect(second.locator("#reconnect")).to_be_enabled()
+    for page in (first, second):
+        await expect(page.locator("#session")).to_have_text("\u2013")
+
+
+async def test_a_reset_closes_the_tab_and_a_reconnect_gets_a_new_handle(
+    context: BrowserContext, node: TestServer
+) -> None:
+    page = await open_tab(context, node)
+    old = await page.locator("#session").text_content()
+    await page.locator("#reset").click()
+    await expect(page.locator("#state")).to_have_text(
+        "Closed, code 1000 (closed by the server: reset in this tab)"
+    )
+    await expect(page.locator("#result")).to_have_text(
+        "/reset: 200 New session ws id. Closing 1 websocket of the old id."
+    )
+    await page.locator("#reconnect").click()
+    await expect(page.locator("#state")).to_have_text("Connected")
+    await expect(page.locator("#session")).not_to_have_text(old or "")
+    await expect(page.locator("#connections")).to_have_text("1")
+
+
+async def test_a_server_shutdown_is_told_and_the_tab_reconnects(
+    context: BrowserContext, node: TestServer
+) -> None:
+    page = await open_tab(context, node)
+    old = await page.locator("#connection").text_content()
+    await page.evaluate(
+        """() => {
+          window.seen = [];
+          new MutationObserver(() => seen.push(document.title)).observe(
+            document.getElementById("state"), {childList: true});
+        }"""
+    )
+    assert await registry_of(node).close_all() == 1  # 1001, as on shutdown
+    await expect(page.locator("#connection")).not_to_have_text(old or "")
+    await expect(page.locator("#state")).to_have_text("Connected")
+    seen = await page.evaluate("seen")
+    assert seen[0] == (  # the server's reason, when it gives one
+        "Reconnecting\u2026 the connection closed, code 1001 (Server shutdown) "
+        f"\u2013 127.0.0.1:{node.port}"
+    )
+    assert seen[-1] == f"Connected \u2013 127.0.0.1:{node.port}"
+
+
+async def test_two_tabs_of_one_session_on_two_nodes_see_each_others_pushes(
+    context: BrowserContext, redis_server: RedisServer
+) -> None:
+    """The issue's acceptance: one session, a tab on each node of a cluster."""
+    key = random_key()  # the nodes share it, so they read each other's cookie
+    async with (
+        serving(make_app(key, redis_url=redis_server.url)) as one,
+        serving(make_app(key, redis_url=redis_server.url)) as other,
+    ):
+        first = await open_tab(context, one)
+        second = await open_tab(context, other)  # the cookie of 127.0.0.1
+        assert await first.locator("#node").text_content() == f"127.0.0.1:{one.port}"
+        assert await second.locator("#node").text_content() == (
+            f"127.0.0.1:{other.port}"
         )
-        await expect(first.locator("#result")).to_contain_text("2 websockets")
-    finally:
-        await context.close()
+        for page in (first, second):
+            await expect(page.locator("#backend")).to_contain_text("Redis at")
+            await expect(page.locator("#connections")).to_have_text("2")
+        handle = await first.locator("#session").text_content()
+        await expect(second.locator("#session")).to_have_text(handle or "")
+
+        await push(first, "typed on the first node")
+        for page in (first, second):
+            await expect(page.locator("#pushes li")).to_have_text(
+                ["typed on the first node"]
+            )
+        await push(second, "typed on the second node")
+        for page in (first, second):
+            await expect(page.locator("#pushes li")).to_have_text(
+                ["typed on the second node", "typed on the first node"]
+            )

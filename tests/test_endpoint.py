@@ -377,3 +377,34 @@ async def test_a_closed_session_closes_its_protocol_connections(
     assert msg.type == aiohttp.WSMsgType.CLOSE
     assert msg.data == 1000
     assert registry.stats().protocol_connections == 0
+
+
+async def test_an_op_may_answer_with_a_code_of_its_own(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    from aiohttp_session_ws import Op, ProtocolError
+
+    async def quota(connection: Any, request: Any) -> None:
+        raise ProtocolError("quota", "over the quota")
+
+    registry = SessionWSRegistry()
+    registry.ops.add(Op("spend", quota))
+    client = await live_client(aiohttp_client, registry)
+    ws, _ = await connect(client)
+    reply = await ask(ws, {"op": "spend", "id": 4})
+    assert (reply["code"], reply["id"]) == ("quota", 4)
+    assert registry.stats().errors == {"quota": 1}
+    await ws.close()
+
+
+@pytest.mark.parametrize(
+    "values", [{"a\x00b": "x"}, {"\ud800": "x"}, {"k": "\udc80"}, {"": "x"}]
+)
+async def test_property_keys_and_values_must_be_text(
+    aiohttp_client: AiohttpClient, values: dict[str, str]
+) -> None:
+    client = await live_client(aiohttp_client)
+    ws, _ = await connect(client)
+    with pytest.raises(ValueError, match="property"):
+        await registry_of(client).set_session_properties(cookie_ws_id(client), values)
+    await ws.close()

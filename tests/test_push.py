@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -166,3 +167,57 @@ async def test_a_session_no_other_node_holds_is_pushed_without_redis(
     assert await registry.send_to_session(session_ws_id, 3) == 1
     assert counter.calls == calls
     await tab.close()
+
+
+async def test_holders_learned_before_the_first_subscription_are_not_trusted(
+    aiohttp_client: AiohttpClient,
+    own_redis_server: RedisServer,
+    prefix: str,
+    start_node: StartNode,
+    browser: aiohttp.ClientSession,
+) -> None:
+    """Notes of other holders sent before the node subscribed are lost."""
+    url = own_redis_server.url
+    own_redis_server.stop()
+    registry = RedisSessionWSRegistry(
+        url,
+        prefix=prefix,
+        node_ttl=NODE_TTL,
+        command_timeout=1.0,
+        reconnect_max_delay=0.5,
+        handle_key="pinned",
+    )
+    backend = registry.backend
+    make_pubsub = backend._subscriber.pubsub
+
+    def slow_pubsub() -> Any:  # the presence write wins the race to Redis
+        pubsub = make_pubsub()
+        subscribe = pubsub.subscribe
+
+        async def late(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0.8)  # stands in for a slow connect
+            return await subscribe(*args, **kwargs)
+
+        pubsub.subscribe = late  # type: ignore[method-assign]
+        return pubsub
+
+    backend._subscriber.pubsub = slow_pubsub  # type: ignore[method-assign,assignment]
+    node_a = await aiohttp_client(build_app(registry))
+    tab_a = await node_a.ws_connect("/live", protocols=(SUBPROTOCOL,))
+    await tab_a.receive(timeout=TIMEOUT)
+    session_ws_id = cookie_ws_id(node_a)
+    own_redis_server.start()
+    await presence_written(url, prefix, session_ws_id, registry.node_id)
+    node_b = await start_node(url)
+    tab_b = await remote_tab(browser, node_b, node_a, url)
+
+    async def healthy() -> None:
+        while not registry.healthy:
+            with contextlib.suppress(Exception):
+                await backend._caught_up()
+
+    await asyncio.wait_for(healthy(), TIMEOUT * 3)
+    await backend._caught_up()
+    assert await registry.send_to_session(session_ws_id, "both") == 2
+    await tab_a.close()
+    await tab_b.close()

@@ -521,6 +521,10 @@ class RedisBackend(Backend):
     def _on_subscribed(self) -> None:
         self._unheard.clear()
         self._subscriptions += 1
+        # notes of other holders sent while unsubscribed are lost: what was
+        # learned before this subscription cannot be trusted
+        self._others.clear()
+        self._early_holds.clear()
         if self._subscribed_once:  # a resubscription: frames may have been lost
             logger.info("Node %s subscribed again to its inbox", self.node_id)
             self._new_epoch()
@@ -672,14 +676,22 @@ class RedisBackend(Backend):
                 args += [session_id, len(opened), handle, newest_us]
             else:
                 args += [session_id, 0, "", 0]
-        epoch = self._epoch
+        # the holders it tells are kept only if this node heard every note
+        # sent since: subscribed before the script ran, and all along
+        epoch, subscription = self._epoch, self._subscriptions
+        listening = self._subscribed
         reply = await self._run(self._write, *args)
         now_us, absent, closed, started, ended, holders = reply
         self._learn_clock(now_us)
         if absent:  # nothing was written
             self._rejoin(absent)
             return False
-        if epoch == self._epoch:
+        if (
+            listening
+            and self._subscribed
+            and epoch == self._epoch
+            and subscription == self._subscriptions
+        ):
             for session_id, nodes in _pairs(holders):
                 self._learn_holders(_text(session_id), nodes)
         for session_id, at_us in _pairs(closed):

@@ -1,0 +1,198 @@
+/**
+ * The browser client of aiohttp-session-ws's protocol: the types of
+ * session-ws.js, for editors. See docs/client-browser.rst.
+ */
+
+/** The websocket subprotocol the client offers. */
+export declare const SUBPROTOCOL: "aiohttp-session-ws.v1";
+
+/** The protocol version this client speaks. */
+export declare const PROTOCOL_VERSION: 1;
+
+/** Where a session stands; state listeners hear every change. */
+export declare const SessionState: Readonly<{
+  /** Opening the first connection (before connect() resolves). */
+  CONNECTING: "connecting";
+  /** A connection is open and its hello arrived: requests go out. */
+  CONNECTED: "connected";
+  /** The connection dropped; a new one is on its way (reconnect: true). */
+  RECONNECTING: "reconnecting";
+  /** For good: closed by close(), by the server (1000, 1008), or given up. */
+  CLOSED: "closed";
+}>;
+
+/** One of SessionState's values. */
+export type SessionState = (typeof SessionState)[keyof typeof SessionState];
+
+/** The error codes of docs/protocol.rst; a newer server may send others. */
+export type ErrorCode =
+  | "bad_frame"
+  | "unknown_op"
+  | "too_large"
+  | "forbidden"
+  | "not_found"
+  | "limit"
+  | "timeout"
+  | "unavailable"
+  | "internal"
+  | (string & {});
+
+/** What JSON carries: the arguments of a request, the data of a result or push. */
+export type JSONValue =
+  | null
+  | boolean
+  | number
+  | string
+  | JSONValue[]
+  | { [key: string]: JSONValue };
+
+/** A request failed: the server answered with an error frame. */
+export declare class ProtocolError extends Error {
+  constructor(code: ErrorCode, message: string);
+  /** The stable error code (docs/protocol.rst, "Error codes"). */
+  readonly code: ErrorCode;
+  /** The server's message alone; it may change between versions. */
+  readonly serverMessage: string;
+}
+
+/** No answer came within requestTimeout; its code is "timeout", like the server's. */
+export declare class RequestTimeoutError extends ProtocolError {
+  constructor(message: string);
+  readonly code: "timeout";
+}
+
+/** A request could not be answered: the connection dropped, or is not open. */
+export declare class ConnectionLostError extends Error {
+  constructor(message: string, closeCode?: number | null);
+  /** The close code of the connection that ended (1006: dropped); null if none did. */
+  readonly closeCode: number | null;
+}
+
+/** A connection could not be opened, or did not start the protocol. */
+export declare class ConnectError extends Error {
+  constructor(message: string, closeCode?: number | null, retryable?: boolean);
+  /**
+   * The close code, when the socket closed; a browser says 1006 for a
+   * refused upgrade (it does not tell the HTTP status).
+   */
+  readonly closeCode: number | null;
+  /** Whether another attempt may succeed (reconnection stops if not). */
+  readonly retryable: boolean;
+}
+
+/** The limits the server applies, from its hello (docs/protocol.rst, "Limits"). */
+export interface Limits {
+  /** Bytes of one client frame. */
+  readonly max_frame_size: number;
+  /** Requests of one connection in progress at once. */
+  readonly max_pending: number;
+  /** Client frames per second, on average. */
+  readonly rate: number;
+  /** Client frames in a burst. */
+  readonly burst: number;
+  /** Server frames waiting for a client that reads slowly. */
+  readonly max_queue: number;
+}
+
+/** Hears a change of state. */
+export type StateListener = (oldState: SessionState, newState: SessionState) => void;
+
+/** Hears a push: the data the application sent. */
+export type PushListener<T = unknown> = (data: T) => void;
+
+/** The options of connect(). */
+export interface ConnectOptions {
+  /**
+   * Reconnect after the connection drops, unless the server closed it with
+   * 1000 (the session's websockets were closed: logout) or 1008. Default
+   * false. The first connection is not retried.
+   */
+  reconnect?: boolean;
+  /** Milliseconds to wait for the hello, and for the answer of each request. Default 30000. */
+  requestTimeout?: number;
+  /** The backoff's first ceiling in milliseconds; each attempt waits a random
+   * time up to the ceiling, which doubles... Default 200. */
+  reconnectDelay?: number;
+  /** ...up to this. Default 10000. */
+  reconnectMaxDelay?: number;
+  /** Attempts after one drop before the session closes; null (the default): no end. */
+  maxReconnectAttempts?: number | null;
+  /** Added with addStateListener before the first connection. */
+  onState?: StateListener;
+  /** Added with onPush before the first connection. */
+  onPush?: PushListener;
+}
+
+/** The options of Session.properties(). */
+export interface PropertiesOptions {
+  /** The public handle of another session to read (the server's policy decides). */
+  sessionId?: string;
+}
+
+/** The options of Session.pushes(). */
+export interface PushesOptions {
+  /** Unread pushes held at most; past that the oldest is dropped. Default 1000. */
+  maxBuffer?: number;
+}
+
+/** What Session.pushes() returns: an async iterator of push data. */
+export interface Pushes<T = unknown> extends AsyncIterableIterator<T> {
+  /** Pushes dropped here because nobody read them fast enough. */
+  readonly dropped: number;
+  /** Stop: the iterator ends after what it holds, and takes no more. */
+  close(): void;
+}
+
+/** One protocol session: a connection, and its successors when reconnecting. */
+export declare class Session {
+  /** Made by connect(), not directly. */
+  private constructor();
+  /** The endpoint's URL, resolved (ws: or wss:). */
+  readonly url: string;
+  /** The session's public handle ($SessionId), from the last hello. */
+  readonly sessionId: string;
+  /** This connection's id ($ConnectionId), from the last hello. */
+  readonly connectionId: string;
+  /** Where the session stands. */
+  readonly state: SessionState;
+  /** Whether the session is closed for good. */
+  readonly closed: boolean;
+  /** The server's limits, from the last hello. */
+  readonly limits: Limits;
+  /** Pushes the server dropped for this session because it read too slowly. */
+  readonly missed: number;
+  /** The close code of the last connection that ended (1000 after close()); null while none has. */
+  readonly closeCode: number | null;
+  /** The close reason of the last connection that ended, often empty. */
+  readonly closeReason: string;
+  /** Call listener(oldState, newState) on each state change; returns its remover. */
+  addStateListener(listener: StateListener): () => void;
+  /** Call listener(data) for each push, at once; returns its remover. */
+  onPush<T = unknown>(listener: PushListener<T>): () => void;
+  /** Call listener(n) when a frame says the server dropped n pushes; returns its remover. */
+  onMissed(listener: (missed: number) => void): () => void;
+  /**
+   * The pushes from now on, across reconnections; the iteration ends once
+   * the session is closed for good and what it holds has been read.
+   */
+  pushes<T = unknown>(options?: PushesOptions): Pushes<T>;
+  /** Op "ping": resolves to the round trip in milliseconds. */
+  pingServer(): Promise<number>;
+  /** Op "properties": the session's properties, string to string. */
+  properties(options?: PropertiesOptions): Promise<Record<string, string>>;
+  /**
+   * Send request op with args; resolve to the data of its result. Rejects
+   * with ProtocolError, RequestTimeoutError, ConnectionLostError or TypeError.
+   */
+  request<T = unknown>(op: string, args?: { [key: string]: JSONValue }): Promise<T>;
+  /** Close for good (code 1000); resolves once the socket has closed. */
+  close(): Promise<void>;
+}
+
+/**
+ * Open a protocol session with the endpoint at url: resolve it against the
+ * page (http: becomes ws:, https: wss:), connect offering the subprotocol,
+ * and resolve once the server's hello arrived. Rejects with ConnectError
+ * when the first connection fails (it is not retried).
+ */
+export declare function connect(url: string | URL, options?: ConnectOptions): Promise<Session>;

@@ -131,10 +131,15 @@ async def serve_protocol(request: web.Request, ws: web.WebSocketResponse) -> Non
         logger.warning("Refused a protocol connection: the cluster key is unknown")
         await ws.close(code=CloseCode.TRY_AGAIN_LATER, message=b"cluster unavailable")
         return
-    factory = await _factory_properties(registry, request)
-    principal = await principal_of(request)
+    try:
+        factory = await _factory_properties(registry, request)
+        principal = await principal_of(request)
+    except Exception:
+        logger.exception("Could not make the properties of a protocol connection")
+        await ws.close(code=CloseCode.INTERNAL_ERROR, message=b"server error")
+        return
     if principal is not None:
-        factory.setdefault(PRINCIPAL, principal)
+        factory.setdefault(PRINCIPAL, str(principal))
     connection = ProtocolConnection(registry, request, ws, record, handle, factory)
     await connection.serve()
 

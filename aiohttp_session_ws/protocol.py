@@ -69,8 +69,11 @@ class CloseCode(enum.IntEnum):
     """A text frame that is not valid UTF-8 (closed by the websocket layer)."""
     MESSAGE_TOO_BIG = 1009
     """A frame over four times ``max_frame_size``."""
+    INTERNAL_ERROR = 1011
+    """The server failed to set the connection up (its properties factory)."""
     TRY_AGAIN_LATER = 1013
-    """The outgoing queue overflowed: the client reads too slowly."""
+    """The outgoing queue overflowed (the client reads too slowly), or the
+    cluster's handle key is not known yet."""
 
 
 Overflow = Literal["drop_oldest", "close"]

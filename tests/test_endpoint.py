@@ -408,3 +408,19 @@ async def test_property_keys_and_values_must_be_text(
     with pytest.raises(ValueError, match="property"):
         await registry_of(client).set_session_properties(cookie_ws_id(client), values)
     await ws.close()
+
+
+async def test_a_failing_properties_factory_closes_1011(
+    aiohttp_client: AiohttpClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    def factory(request: web.Request) -> dict[str, Any]:
+        return {"bad key": "x"}
+
+    client = await live_client(
+        aiohttp_client, SessionWSRegistry(properties_factory=factory)
+    )
+    ws = await client.ws_connect("/live", protocols=(SUBPROTOCOL,))
+    msg = await ws.receive(timeout=TIMEOUT)
+    assert msg.type == aiohttp.WSMsgType.CLOSE
+    assert msg.data == 1011
+    assert "Could not make the properties" in caplog.text

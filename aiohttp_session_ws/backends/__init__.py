@@ -11,6 +11,7 @@ from .base import (
     FrameHandler,
     NodeHooks,
     SessionClosed,
+    SessionStore,
 )
 from .memory import MemoryBackend, MemoryHub
 
@@ -23,4 +24,5 @@ __all__ = [
     "MemoryHub",
     "NodeHooks",
     "SessionClosed",
+    "SessionStore",
 ]

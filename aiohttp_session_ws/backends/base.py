@@ -206,8 +206,9 @@ class Backend(abc.ABC):
     async def publish_to_session(self, session_id: str, frame: bytes) -> list[str]:
         """Publish ``frame`` to every other live node holding ``session_id``.
 
-        One round trip to the server (the lookup and the publishes are one
-        atomic step). Returns the nodes it was published to.
+        At most one round trip to the server (the lookup and the publishes
+        are one step); none when the backend knows that no other node holds
+        the session. Returns the nodes it was published to.
         """
 
     @abc.abstractmethod

@@ -161,7 +161,7 @@ class RedisBackend(Backend):
         self._nodes_key = f"{self._tag}:nodes"
         self._register_scripts()
         self.session_store: RedisSessionStore = RedisSessionStore(
-            self.client, self._tag, self._run, self._command, handle_key
+            self.client, self._tag, self._run, self._command, self._flush, handle_key
         )
         # this node's connections (with when they opened), which the writer
         # mirrors into Redis

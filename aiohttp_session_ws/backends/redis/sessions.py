@@ -43,9 +43,11 @@ class RedisSessionStore(SessionStore):
         tag: str,
         run: RunScript,
         command: RunCommand,
+        flush: Callable[[], Awaitable[None]],
         handle_key: bytes | str | None = None,
     ) -> None:
         self._client = client
+        self._flush = flush
         self._tag = tag
         self._run = run
         self._command = command
@@ -99,7 +101,12 @@ class RedisSessionStore(SessionStore):
         return None if found is None else _text(found)
 
     async def set_properties(self, session_id: str, values: PropertyValues) -> bool:
-        """Set or remove properties of a live session in one script."""
+        """Set or remove properties of a live session in one script.
+
+        This node's presence notes are written first: a session whose
+        connection just opened here is alive for the call.
+        """
+        await self._flush()
         setting = [(k, v) for k, v in values.items() if v is not None]
         removing = [k for k, v in values.items() if v is None]
         args: list[str | int] = [session_id, len(setting)]
@@ -110,6 +117,7 @@ class RedisSessionStore(SessionStore):
 
     async def properties(self, session_id: str) -> dict[str, str] | None:
         """Read a live session's properties, or ``None`` when it is not alive."""
+        await self._flush()
         alive, flat = await self._run(self._get, session_id)
         if not alive:
             return None
@@ -117,6 +125,7 @@ class RedisSessionStore(SessionStore):
 
     async def end(self, session_id: str) -> bool:
         """End the session now; True if it was alive."""
+        await self._flush()
         return bool(await self._run(self._end, session_id))
 
 

@@ -149,6 +149,10 @@ class Pushes:
             self._end()
             self._on_close(self)
 
+    async def aclose(self) -> None:
+        """:meth:`close`, for ``contextlib.aclosing`` and ``await`` habits."""
+        self.close()
+
     def __aiter__(self) -> Pushes:
         return self
 
@@ -214,6 +218,7 @@ class Session:
         reconnect_max_delay: float,
         max_reconnect_attempts: int | None,
         heartbeat: float | None,
+        max_msg_size: int = 0,
     ) -> None:
         self.url = url
         """The endpoint's URL."""
@@ -229,6 +234,7 @@ class Session:
         self._reconnect_max_delay = reconnect_max_delay
         self._max_reconnect_attempts = max_reconnect_attempts
         self._heartbeat = heartbeat
+        self._max_msg_size = max_msg_size
 
         self.session_id = ""
         """The session's public handle (``$SessionId``), from the ``hello``."""
@@ -462,6 +468,7 @@ class Session:
                     headers=self._headers,
                     origin=self._origin,
                     heartbeat=self._heartbeat,
+                    max_msg_size=self._max_msg_size,
                 ),
                 self.request_timeout,
             )
@@ -765,6 +772,7 @@ def connect(
     reconnect_max_delay: float = 10.0,
     max_reconnect_attempts: int | None = None,
     heartbeat: float | None = None,
+    max_msg_size: int = 0,
 ) -> Connecting:
     """Open a protocol session with the endpoint at ``url``.
 
@@ -789,6 +797,9 @@ def connect(
     :param reconnect_max_delay: ...up to this.
     :param max_reconnect_attempts: attempts after one drop before the session
         closes; ``None``: no end.
+    :param max_msg_size: the largest server frame it reads, in bytes (``0``,
+        the default: any size, as a browser does; a larger one drops the
+        connection with 1009).
     :param heartbeat: send websocket pings this often (seconds), and treat a
         missing pong as a dropped connection.
     :raises ConnectError: (when awaited) the upgrade was refused, the server
@@ -813,5 +824,6 @@ def connect(
             "reconnect_max_delay": reconnect_max_delay,
             "max_reconnect_attempts": max_reconnect_attempts,
             "heartbeat": heartbeat,
+            "max_msg_size": max_msg_size,
         },
     )

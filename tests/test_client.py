@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -815,8 +816,10 @@ async def test_properties_not_an_object(client: Client) -> None:
 
 async def test_frame_too_big_for_the_client(client: Client) -> None:
     assert client.app is not None
-    client.app[FAKE_FRAMES][:] = [HELLO, "x" * (4 * 1024 * 1024 + 1)]
-    async with connect(client.make_url("/fake"), session=client.session) as session:
+    client.app[FAKE_FRAMES][:] = [HELLO, "x" * (1024 + 1)]
+    async with connect(
+        client.make_url("/fake"), session=client.session, max_msg_size=1024
+    ) as session:
         assert await asyncio.wait_for(_drain(session.pushes()), TIMEOUT) == []
         assert session.close_code is None
 
@@ -924,3 +927,14 @@ async def test_live_updates(aiohttp_client: AiohttpClient) -> None:
 
 
 # example-test-end
+
+
+async def test_a_push_over_aiohttp_s_default_message_size_arrives(
+    client: Client, session: Session
+) -> None:
+    pushes = session.pushes()
+    big = "x" * (5 * 1024 * 1024)  # aiohttp reads 4 MiB at most by default
+    assert await registry_of(client).send_to_session(cookie_ws_id(client), big) == 1
+    assert await asyncio.wait_for(anext(pushes), TIMEOUT) == big
+    async with contextlib.aclosing(pushes):
+        pass

@@ -108,7 +108,7 @@ export interface ConnectOptions {
    * false. The first connection is not retried.
    */
   reconnect?: boolean;
-  /** Milliseconds to wait for the hello, and for the answer of each request. Default 30000. */
+  /** Milliseconds to wait for the hello, and for the answer of each request. Default 35000 (a little over the server's 30 s, so its timeout answer comes first). */
   requestTimeout?: number;
   /** The backoff's first ceiling in milliseconds; each attempt waits a random
    * time up to the ceiling, which doubles... Default 200. */

@@ -91,7 +91,7 @@ export class ConnectError extends Error {
 
 const DEFAULTS = Object.freeze({
   reconnect: false,
-  requestTimeout: 30000,
+  requestTimeout: 35000,
   reconnectDelay: 200,
   reconnectMaxDelay: 10000,
   maxReconnectAttempts: null,

@@ -60,7 +60,9 @@ async def session_ws_endpoint(request: web.Request) -> web.WebSocketResponse:
     serve_protocol(request, ws)``.
     """
     async with session_ws_protocol(request) as ws:
-        await serve_protocol(request, ws)
+        connection = await _open_connection(request, ws)
+        if connection is not None:
+            await connection.serve()  # no frame of ours waits above it
     return ws
 
 
@@ -76,6 +78,8 @@ class session_ws_protocol(session_ws):  # noqa: N801 (named like session_ws)
     override those options. Run your own code around
     :func:`serve_protocol` in the block.
     """
+
+    __slots__ = ()
 
     def __init__(self, request: web.Request, **ws_kwargs: Any) -> None:
         options: dict[str, Any] = {
@@ -118,6 +122,15 @@ async def serve_protocol(request: web.Request, ws: web.WebSocketResponse) -> Non
     :raises RuntimeError: ``ws`` is not a websocket registered by
         ``session_ws``.
     """
+    connection = await _open_connection(request, ws)
+    if connection is not None:
+        await connection.serve()
+
+
+async def _open_connection(
+    request: web.Request, ws: web.WebSocketResponse
+) -> ProtocolConnection | None:
+    """Make the connection of ``ws``; ``None`` if it was closed instead."""
     registry = get_registry(request)
     record = registry.connection(ws)
     if record is None:
@@ -130,18 +143,17 @@ async def serve_protocol(request: web.Request, ws: web.WebSocketResponse) -> Non
     except BackendUnavailableError:
         logger.warning("Refused a protocol connection: the cluster key is unknown")
         await ws.close(code=CloseCode.TRY_AGAIN_LATER, message=b"cluster unavailable")
-        return
+        return None
     try:
         factory = await _factory_properties(registry, request)
         principal = await principal_of(request)
     except Exception:
         logger.exception("Could not make the properties of a protocol connection")
         await ws.close(code=CloseCode.INTERNAL_ERROR, message=b"server error")
-        return
+        return None
     if principal is not None:
         factory.setdefault(PRINCIPAL, str(principal))
-    connection = ProtocolConnection(registry, request, ws, record, handle, factory)
-    await connection.serve()
+    return ProtocolConnection(registry, request, ws, record, handle, factory)
 
 
 async def _factory_properties(
@@ -366,6 +378,20 @@ class ProtocolConnection:
     # writing
     async def deliver(self, frame: bytes) -> bool:
         """Send an encoded push frame; never wait on a slow reader."""
+        # _send's fast path, inlined: this is the loop of every fan-out
+        if (
+            self._queue is None
+            and self._writer is None
+            and not self._gone
+            and self._fits(len(frame))
+        ):
+            try:
+                await self._ws.send_frame(frame, WSMsgType.TEXT)
+            except (ConnectionError, RuntimeError):
+                self._gone = True
+                return False
+            self._registry.counters.frames_out += 1
+            return True
         return await self._send(frame, reply=False)
 
     async def _send(self, frame: bytes, *, reply: bool) -> bool:

@@ -310,15 +310,17 @@ def _short(value: str) -> str:
     return repr(value[:40] + "…" if len(value) > 40 else value)
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""Made once: ``json.dumps`` with options makes an encoder per call."""
+
+
 def encode(frame: Mapping[str, Any]) -> bytes:
     """Encode a server frame: compact JSON, UTF-8.
 
     :raises TypeError: ``frame`` holds something JSON cannot carry.
     :raises ValueError: it holds a NaN or an infinity, or a circular reference.
     """
-    return json.dumps(
-        frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return _ENCODER.encode(frame).encode("utf-8")
 
 
 def encode_result(request_id: int, data: Any) -> bytes:

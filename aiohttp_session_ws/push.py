@@ -49,12 +49,14 @@ class Push:
         frame = encode_push(data)
         reached = await _deliver(self._peers.of(session_ws_id), frame)
         wire = wire_id(session_ws_id)
+        if self._backend.holds_alone(wire):
+            return reached  # local work first: no other node to ask
         body = {"session": wire, "frame": frame.decode("utf-8")}
 
         async def publish(call: bytes) -> list[str]:
             return await self._backend.publish_to_session(wire, call)
 
-        return reached + await self._call(publish, "push", body, redact(wire))
+        return reached + await self._call(publish, "push", body, wire)
 
     async def broadcast(self, data: Any) -> int:
         """Push ``data`` to every protocol connection of the cluster.
@@ -68,10 +70,12 @@ class Push:
         reached = await _deliver(self._peers, frame)
         body = {"frame": frame.decode("utf-8")}
         return reached + await self._call(
-            self._backend.publish_to_all, "broadcast", body, "the cluster"
+            self._backend.publish_to_all, "broadcast", body, None
         )
 
-    async def _call(self, publish: Any, kind: str, body: JSONDict, what: str) -> int:
+    async def _call(
+        self, publish: Any, kind: str, body: JSONDict, session: str | None
+    ) -> int:
         try:
             replies = await self._bus.call_published(
                 publish, kind, body, timeout=self.timeout
@@ -81,7 +85,7 @@ class Push:
                 "Backend unavailable (%s): pushed to this node's connections of "
                 "%s only",
                 exc,
-                what,
+                "the cluster" if session is None else redact(session),
             )
             return 0
         return sum(n for n in replies.values() if isinstance(n, int))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import AsyncIterator, Hashable
-from types import TracebackType
+from collections.abc import AsyncIterator, Hashable, Mapping
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 import aiohttp_session
@@ -143,9 +143,13 @@ class session_ws:  # noqa: N801 (1.1.1 name)
         middleware has not run for this request.
     """
 
+    # one per open websocket, for its whole life: no __dict__
+    __slots__ = ("options", "request", "response", "session_ws_id")
+
     def __init__(self, request: web.Request, **ws_kwargs: Any) -> None:
         self.request = request
-        self.options = ws_kwargs
+        self.options: Mapping[str, Any] = ws_kwargs
+        """The keyword arguments of the websocket (until it is made)."""
         self.response: web.WebSocketResponse | None = None
         self.session_ws_id: Hashable = None
 
@@ -162,6 +166,7 @@ class session_ws:  # noqa: N801 (1.1.1 name)
         # cookie (aiohttp-session saves a changed session onto an HTTPException).
         check_origin(request, registry.allowed_origins)
         self.response = response = web.WebSocketResponse(**self.options)
+        self.options = _MADE
         if not response.can_prepare(request).ok:
             raise web.HTTPBadRequest(
                 text="Expected a websocket upgrade: this URL takes a GET with "
@@ -205,6 +210,10 @@ class session_ws:  # noqa: N801 (1.1.1 name)
     ) -> None:
         assert self.response is not None
         self.registry.unregister(self.session_ws_id, self.response)
+
+
+_MADE: Mapping[str, Any] = MappingProxyType({})
+"""``session_ws.options`` once the websocket is made (its own dict is freed)."""
 
 
 def _is_session_middleware(middleware: object) -> bool:

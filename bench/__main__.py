@@ -2,7 +2,8 @@
 
 Options: ``--smoke`` (tiny sizes, for the tests), ``--out DIR`` (default
 ``docs/benchmarks``), ``--only SCENARIO`` (repeatable), ``--impl NAME``
-(repeatable; default all three), ``--profile DIR`` (py-spy flame graphs of
+(repeatable; default all three), ``--lib DIR`` (the servers import
+``DIR/aiohttp_session_ws``, a prototype), ``--profile DIR`` (py-spy flame graphs of
 every server), ``--render`` (redraw the tables and plot of ``--out`` from its
 ``results.json``).
 """
@@ -24,9 +25,12 @@ from typing import Any
 from . import procs, report, scenarios
 from .client import new_http_session
 from .procs import RedisServer
+from .server import LIB_PATH_VARIABLE
 from .sizes import FULL, SMOKE, Sizes
 
-SCENARIOS = ("fanout", "close", "idle_memory", "churn")
+SCENARIOS = ("fanout", "close", "idle_memory", "churn", "push", "push_latency")
+PUSH_SCENARIOS = {"push", "push_latency"}
+"""They need the library's protocol and push service; skipped until it has them."""
 
 
 def _log(message: str) -> None:
@@ -44,29 +48,49 @@ def _raise_fd_limit() -> None:
 
 
 async def run(
-    sizes: Sizes, chosen: list[str], impls: list[str]
+    sizes: Sizes, chosen: list[str], impls: list[str], skipped: dict[str, str]
 ) -> list[dict[str, Any]]:
-    """Run the chosen scenarios against a fresh redis-server."""
+    """Run the chosen scenarios against a fresh redis-server.
+
+    Scenarios that cannot run are left out, each with its reason in ``skipped``.
+    """
     results: list[dict[str, Any]] = []
     redis_server = RedisServer()
     redis_server.start()
     try:
         async with new_http_session() as http:
-            if {"fanout", "close"} & set(chosen):
+            missing = ""
+            wants_protocol = (PUSH_SCENARIOS | {"idle_memory"}) & set(chosen)
+            if "ours" in impls and wants_protocol:
+                missing = await scenarios.push_missing(redis_server.url, http)
+            if missing:
+                for name in PUSH_SCENARIOS & set(chosen):
+                    skipped[name] = missing
+                if "idle_memory" in chosen:
+                    skipped["idle_memory_protocol"] = missing
+                _log(f"skipping the push scenarios: {missing}")
+                chosen = [c for c in chosen if c not in PUSH_SCENARIOS]
+            if {"fanout", "close", *PUSH_SCENARIOS} & set(chosen):
                 cluster = scenarios.Cluster(redis_server.url, impls)
                 try:
                     await cluster.warm_up(http)
                     if "fanout" in chosen:
                         results += await scenarios.fanout(cluster, http, sizes, _log)
+                    if "push" in chosen:
+                        results += await scenarios.push(cluster, http, sizes, _log)
                     if "close" in chosen:
                         results += await scenarios.cross_node_close(
+                            cluster, http, sizes, _log
+                        )
+                    if "push_latency" in chosen:
+                        results += await scenarios.push_latency(
                             cluster, http, sizes, _log
                         )
                 finally:
                     cluster.stop()
             if "idle_memory" in chosen:
                 results += await scenarios.idle_memory(
-                    redis_server.url, http, sizes, impls, _log
+                    redis_server.url, http, sizes, impls, _log, protocol=not missing
                 )
             if "churn" in chosen:
                 results += await scenarios.churn(
@@ -101,6 +125,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run nothing: redraw the tables and plot from OUT/results.json",
     )
+    parser.add_argument(
+        "--lib",
+        type=Path,
+        metavar="DIR",
+        help="the servers import DIR/aiohttp_session_ws (a prototype) instead",
+    )
     options = parser.parse_args(argv)
     out: Path = options.out
     if options.render:
@@ -117,8 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     _raise_fd_limit()
     # a terminated run still stops its servers and redis-server (finally blocks)
     signal.signal(signal.SIGTERM, _exit_on_signal)
+    if options.lib is not None:
+        os.environ[LIB_PATH_VARIABLE] = str(options.lib.resolve())
     started = time.time()
-    results = asyncio.run(run(sizes, chosen, impls))
+    skipped: dict[str, str] = {}
+    results = asyncio.run(run(sizes, chosen, impls, skipped))
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
@@ -128,7 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": _cpu_count(),
         "smoke": options.smoke,
         "sizes": sizes.__dict__,
+        "skipped": skipped,
     }
+    if options.lib is not None:
+        meta["lib"] = str(options.lib.resolve())
     (out / "results.json").write_text(  # first: a report bug loses no run
         json.dumps({"meta": meta, "results": results}, indent=1) + "\n"
     )

@@ -4,18 +4,23 @@ Ours and raw aiohttp speak plain websocket text frames. For python-socketio the
 client speaks just enough Engine.IO 4 / Socket.IO 5 over a websocket: the open
 packet, the namespace connect, pings, ``42[...]`` events, and the server's
 namespace disconnect ``41``, on which it closes the socket as the Socket.IO
-client does. It counts what
-arrives and notes when the server closed the socket.
+client does. Our protocol connections (``/live``, subprotocol
+``aiohttp-session-ws.v1``) start with the server's ``hello``; of their frames
+only pushes are counted. It counts what arrives and notes when the server
+closed the socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
+from .push_common import PROTOCOL_PATH, SUBPROTOCOL, is_push
 
 TIMEOUT = 30.0
 
@@ -26,13 +31,18 @@ class Protocol:
 
     path: str
     engineio: bool
+    framed: bool = False
+    """Our protocol: offer its subprotocol, wait for hello, count only pushes."""
 
 
 PROTOCOLS = {
     "ours": Protocol("/ws", engineio=False),
     "raw": Protocol("/ws", engineio=False),
     "socketio": Protocol("/socket.io/?EIO=4&transport=websocket", engineio=True),
+    "bare": Protocol("/ws", engineio=False),
 }
+LIVE = Protocol(PROTOCOL_PATH, engineio=False, framed=True)
+"""Our protocol connections, for the push scenarios."""
 
 
 @dataclass
@@ -62,10 +72,15 @@ class Socket:
     """One client websocket, read by its own task until the server closes it."""
 
     def __init__(
-        self, ws: aiohttp.ClientWebSocketResponse, engineio: bool, tally: Tally
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        engineio: bool,
+        tally: Tally,
+        framed: bool = False,
     ) -> None:
         self.ws = ws
         self.engineio = engineio
+        self.framed = framed
         self.tally = tally
         self.closed = asyncio.Event()
         self.closed_at = 0.0
@@ -89,6 +104,8 @@ class Socket:
                         break
                     if not data.startswith("42"):
                         continue
+                elif self.framed and not is_push(data):
+                    continue
                 self.tally.add()
         finally:
             self._mark_closed()
@@ -107,10 +124,16 @@ class Socket:
 class LoadClient:
     """Logs sessions in and opens websockets against one server."""
 
-    def __init__(self, http: aiohttp.ClientSession, impl: str, base_url: str) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        impl: str,
+        base_url: str,
+        protocol: Protocol | None = None,
+    ) -> None:
         self.http = http
         self.impl = impl
-        self.protocol = PROTOCOLS[impl]
+        self.protocol = PROTOCOLS[impl] if protocol is None else protocol
         self.base_url = base_url
 
     async def login(self) -> tuple[str, str]:
@@ -126,10 +149,15 @@ class LoadClient:
     ) -> Socket:
         """Open a websocket of the session whose cookie is given."""
         url = (base_url or self.base_url) + self.protocol.path
-        ws = await self.http.ws_connect(url, headers={"Cookie": cookie})
+        protocols = (SUBPROTOCOL,) if self.protocol.framed else ()
+        ws = await self.http.ws_connect(
+            url, headers={"Cookie": cookie}, protocols=protocols
+        )
         if self.protocol.engineio:
             await _engineio_handshake(ws)
-        return Socket(ws, self.protocol.engineio, tally)
+        if self.protocol.framed:
+            await _hello(ws)
+        return Socket(ws, self.protocol.engineio, tally, self.protocol.framed)
 
     async def get(self, path: str, base_url: str | None = None) -> dict[str, Any]:
         """GET a control route; return its JSON."""
@@ -147,6 +175,15 @@ class LoadClient:
             response.raise_for_status()
             body: dict[str, Any] = await response.json()
             return body
+
+
+async def _hello(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Read our protocol's first frame, which must be the server's hello."""
+    if ws.protocol != SUBPROTOCOL:
+        raise RuntimeError(f"the server chose subprotocol {ws.protocol!r}")
+    hello = json.loads(await asyncio.wait_for(ws.receive_str(), TIMEOUT))
+    if not isinstance(hello, dict) or hello.get("op") != "hello":
+        raise RuntimeError(f"hello expected first, got {hello!r}")
 
 
 async def _engineio_handshake(ws: aiohttp.ClientWebSocketResponse) -> None:

@@ -17,6 +17,7 @@ import redis.asyncio as redis
 import socketio
 from aiohttp import web
 
+from .push_common import clock, push_reply, push_request
 from .server_common import PROBE, Probe, base_app, fanout_request, session_id_of
 
 WS_PATH = "/socket.io/"
@@ -105,6 +106,37 @@ async def fanout(request: web.Request) -> web.Response:
     return web.json_response({"sent": sent})
 
 
+async def push(request: web.Request) -> web.Response:
+    """Emit ``m`` times to one session's room.
+
+    To this node's sockets, or with ``remote=1`` to every node's (through the
+    Redis manager).
+    """
+    rounds, payload, session, remote = push_request(request)
+    if session is None:
+        raise web.HTTPBadRequest(text="session= is required")
+    rooms = request.app[ROOMS]
+    at = clock()
+    sent = 0
+    for _ in range(rounds):
+        await rooms.sio.emit("push", payload, to=session, ignore_queue=not remote)
+        sent += len(rooms.sessions.get(session, ()))
+    return push_reply(sent, at)
+
+
+async def pushfan(request: web.Request) -> web.Response:
+    """Emit to the room of every session here, ``m`` rounds (this node only)."""
+    rounds, payload, _, _ = push_request(request)
+    rooms = request.app[ROOMS]
+    at = clock()
+    sent = 0
+    for _ in range(rounds):
+        for session, sids in list(rooms.sessions.items()):
+            await rooms.sio.emit("push", payload, to=session, ignore_queue=True)
+            sent += len(sids)
+    return push_reply(sent, at)
+
+
 async def logout(request: web.Request) -> web.Response:
     """Disconnect every socket of the caller's session, on every node."""
     session = await session_id_of(request)
@@ -135,6 +167,8 @@ def build_app(redis_url: str, prefix: str) -> web.Application:
     app.cleanup_ctx.append(close_redis)
     app.router.add_post("/bench/fanout", fanout)
     app.router.add_post("/bench/logout", logout)
+    app.router.add_post("/bench/push", push)
+    app.router.add_post("/bench/pushfan", pushfan)
 
     async def leftovers() -> dict[str, int]:
         manager_rooms = manager.rooms.get("/", {})

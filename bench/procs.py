@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from tests.redis_server import RedisServer, die_with_parent
@@ -23,16 +24,29 @@ PROFILE_FORMAT = "flamegraph"
 
 
 class ServerProcess:
-    """``python -m bench.server IMPL URL PREFIX`` as a child process."""
+    """``python -m bench.server IMPL URL PREFIX`` as a child process.
 
-    def __init__(self, impl: str, redis_url: str, prefix: str) -> None:
+    ``module`` serves with another module that takes the same arguments (and
+    prints ``READY <port>`` the same way); ``env`` adds environment variables.
+    """
+
+    def __init__(
+        self,
+        impl: str,
+        redis_url: str,
+        prefix: str,
+        *,
+        module: str = "bench.server",
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.impl = impl
         self.profiler: subprocess.Popen[bytes] | None = None
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "bench.server", impl, redis_url, prefix],
+            [sys.executable, "-m", module, impl, redis_url, prefix],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             bufsize=0,
+            env=None if env is None else {**os.environ, **env},
             preexec_fn=die_with_parent(os.getpid()),
         )
         self.port = self._wait_ready()

@@ -1,4 +1,4 @@
-"""The four scenarios; each runs every implementation in the same run.
+"""The scenarios; each runs every implementation in the same run.
 
 Servers run in their own processes; this process is the load client. Within a
 repetition the implementations take turns, in an order that rotates, so drift
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -17,8 +18,9 @@ from typing import Any, TypeVar
 import aiohttp
 import redis.asyncio as redis
 
-from .client import TIMEOUT, LoadClient, Socket, Tally
-from .procs import ServerProcess
+from .client import LIVE, TIMEOUT, LoadClient, Protocol, Socket, Tally
+from .procs import ROOT, ServerProcess
+from .push_common import clock
 from .sizes import Sizes
 from .summary import summarize
 
@@ -149,19 +151,78 @@ async def fanout(
     """Scenario 1: M small messages to every socket of N sessions, on node A."""
     results: list[Result] = []
     for sessions in sizes.fanout_sessions:
-        results += await _fanout_size(cluster, http, sizes, sessions, log)
+        log(f"fan-out: {sessions} sessions x {sizes.sockets_per_session} sockets")
+        results += await _deliveries(
+            cluster,
+            http,
+            sizes,
+            scenario="fanout",
+            route="/bench/fanout",
+            sessions=sessions,
+            per_session=sizes.sockets_per_session,
+        )
     return results
 
 
-async def _fanout_size(
-    cluster: Cluster, http: aiohttp.ClientSession, sizes: Sizes, sessions: int, log: Log
+async def push(
+    cluster: Cluster, http: aiohttp.ClientSession, sizes: Sizes, log: Log
 ) -> list[Result]:
-    per_session = sizes.sockets_per_session
+    """Scenario 5: push through the protocol, to one session and to N sessions.
+
+    Ours calls ``send_to_session`` on node A (protocol connections: the hello
+    first, then ``{"op":"push","data":...}`` frames); the floor encodes the
+    same frame once per session and ``send_str``-s it to the session's
+    sockets; python-socketio emits to the session's room (this node only).
+    """
+    results: list[Result] = []
+    live = {"ours": LIVE}
+    for k in sizes.push_session_sockets:
+        log(f"push: 1 session x {k} sockets")
+        results += await _deliveries(
+            cluster,
+            http,
+            sizes,
+            scenario="push_session",
+            route="/bench/pushfan",
+            sessions=1,
+            per_session=k,
+            protocols=live,
+        )
+    for sessions in sizes.fanout_sessions:
+        log(f"push fan-out: {sessions} sessions x {sizes.sockets_per_session} sockets")
+        results += await _deliveries(
+            cluster,
+            http,
+            sizes,
+            scenario="push_fanout",
+            route="/bench/pushfan",
+            sessions=sessions,
+            per_session=sizes.sockets_per_session,
+            protocols=live,
+        )
+    return results
+
+
+async def _deliveries(
+    cluster: Cluster,
+    http: aiohttp.ClientSession,
+    sizes: Sizes,
+    *,
+    scenario: str,
+    route: str,
+    sessions: int,
+    per_session: int,
+    protocols: dict[str, Protocol] | None = None,
+) -> list[Result]:
+    """Server CPU per delivered message, and the rate, of ``POST route?m=M``."""
     sockets_total = sessions * per_session
     rounds = max(1, sizes.fanout_deliveries // sockets_total)
     expected = sockets_total * rounds
     impls = list(cluster.nodes)
-    clients = {i: LoadClient(http, i, cluster.nodes[i][0].url) for i in impls}
+    clients = {
+        i: LoadClient(http, i, cluster.nodes[i][0].url, (protocols or {}).get(i))
+        for i in impls
+    }
     tallies = {i: Tally() for i in impls}
     sockets: dict[str, list[Socket]] = {}
     for impl in impls:
@@ -169,7 +230,6 @@ async def _fanout_size(
             clients[impl], sessions, per_session, tallies[impl], sizes.open_concurrency
         )
         await until_sockets(clients[impl], sockets_total)
-    log(f"fan-out: {sessions} sessions x {per_session} sockets, {rounds} rounds")
     samples: dict[str, dict[str, list[float]]] = {
         i: {"cpu_us_per_msg": [], "msgs_per_s": []} for i in impls
     }
@@ -184,7 +244,7 @@ async def _fanout_size(
                 tally.reset(expected)
                 cpu_before = (await client.get("/bench/stats"))["cpu"]
                 started = time.perf_counter()
-                reply = await client.post(f"/bench/fanout?m={rounds}")
+                reply = await client.post(f"{route}?m={rounds}")
                 if reply["sent"] != expected:
                     raise RuntimeError(f"{impl} sent {reply['sent']} of {expected}")
                 await asyncio.wait_for(tally.done.wait(), TIMEOUT * 4)
@@ -200,7 +260,7 @@ async def _fanout_size(
         await until_sockets(clients[impl], 0)
     return [
         {
-            "scenario": "fanout",
+            "scenario": scenario,
             "impl": impl,
             "sessions": sessions,
             "sockets": sockets_total,
@@ -276,24 +336,232 @@ async def _close_once(
     return latency * 1000
 
 
+async def push_latency(
+    cluster: Cluster, http: aiohttp.ClientSession, sizes: Sizes, log: Log
+) -> list[Result]:
+    """Scenario 6: from the call on node A to the push's arrival at the client.
+
+    One connection of a new session, on node B (cross-node) or on node A
+    (same node). Ours calls ``send_to_session`` on A; the floor publishes the
+    frame on a Redis channel that node B listens to (or sends it itself, on
+    the same node); python-socketio emits to the room through its Redis
+    manager. The start is node A's clock just before the first send, the end
+    the client's on arrival (one clock: ``CLOCK_MONOTONIC``). Next to them, in
+    the same repetitions: a Redis PUBLISH from this process to a subscriber in
+    another (``pub/sub``), and to one in this process.
+    """
+    impls = list(cluster.nodes)
+    log(f"push latency: {sizes.push_latency_reps} repetitions")
+    targets: dict[tuple[str, str], _PushTarget] = {}
+    for impl in impls:
+        a, b = cluster.nodes[impl]
+        for where, node in (("cross-node", b), ("same-node", a)):
+            targets[impl, where] = await _PushTarget.open(http, impl, a, node)
+    pubsub = await _PubSubProbe.start(cluster.redis_url)
+    latencies: dict[tuple[str, str], list[float]] = {key: [] for key in targets}
+    probes = {
+        ("redis", "pub/sub"): pubsub.there,
+        ("redis", "pub/sub, one process"): pubsub.here,
+    }
+    latencies.update({key: [] for key in probes})
+    runs: list[tuple[str, str]] = list(latencies)
+    try:
+        for rep in range(sizes.push_latency_reps):
+            for key in rotated(runs, rep):
+                if key in probes:
+                    latency = await probes[key]()
+                else:
+                    latency = await targets[key].push_once()
+                latencies[key].append(latency * 1000)
+    finally:
+        await pubsub.stop()
+        for target in targets.values():
+            await target.close()
+    return [
+        {
+            "scenario": "push_latency",
+            "impl": impl,
+            "where": where,
+            "latency_ms": summarize(values),
+        }
+        for (impl, where), values in latencies.items()
+    ]
+
+
+class _PushTarget:
+    """One socket of a new session, and pushes to it asked of node A."""
+
+    def __init__(
+        self, client: LoadClient, session: str, socket: Socket, remote: bool
+    ) -> None:
+        self.client = client
+        self.session = session
+        self.socket = socket
+        self.remote = remote
+
+    @classmethod
+    async def open(
+        cls,
+        http: aiohttp.ClientSession,
+        impl: str,
+        a: ServerProcess,
+        node: ServerProcess,
+    ) -> _PushTarget:
+        client = LoadClient(http, impl, a.url, LIVE if impl == "ours" else None)
+        session, cookie = await client.login()
+        socket = await client.open(cookie, Tally(), base_url=node.url)
+
+        async def cluster_ready() -> bool:
+            reply = await client.get(f"/bench/ready?session={session}&expected=1")
+            return bool(reply["ready"])
+
+        await until(cluster_ready, f"{impl} cluster to know the socket")
+        return cls(client, session, socket, remote=node is not a)
+
+    async def push_once(self) -> float:
+        """Seconds from node A's first send to the push's arrival."""
+        tally = self.socket.tally
+        tally.reset(1)
+        remote = int(self.remote)
+        reply = await self.client.post(
+            f"/bench/push?session={self.session}&m=1&remote={remote}"
+        )
+        await asyncio.wait_for(tally.done.wait(), TIMEOUT)
+        return tally.last_at - float(reply["at"])
+
+    async def close(self) -> None:
+        await self.socket.close()
+
+
+class _PubSubProbe:
+    """Redis pub/sub round trips: to a subscriber in this process, or in another.
+
+    In this process the loop is awake when the message comes back; between
+    two processes (as between two nodes) the subscriber wakes up for it.
+    """
+
+    CHANNEL = f"{CLUSTER_PREFIX}probe"
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        pubsub: redis.client.PubSub,
+        child: asyncio.subprocess.Process,
+    ) -> None:
+        self.client = client
+        self.pubsub = pubsub
+        self.child = child
+        self.arrived = asyncio.Event()
+        self.arrived_at = 0.0
+        self.sent = 0
+        self.reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, url: str) -> _PubSubProbe:
+        client = redis.Redis.from_url(url)
+        pubsub = client.pubsub()
+        await pubsub.subscribe(f"{cls.CHANNEL}:here")  # before listen()
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bench.pubsub_probe",
+            url,
+            f"{cls.CHANNEL}:there",
+            cwd=ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        probe = cls(client, pubsub, child)
+        try:
+            assert child.stdout is not None
+            ready = await asyncio.wait_for(child.stdout.readline(), TIMEOUT)
+            if ready.strip() != b"READY":
+                raise RuntimeError(f"the pub/sub probe said {ready!r}")
+        except BaseException:
+            await probe.stop()
+            raise
+        return probe
+
+    async def _read(self) -> None:
+        async for message in self.pubsub.listen():
+            if message["type"] == "message":
+                self.arrived_at = clock()
+                self.arrived.set()
+
+    async def here(self) -> float:
+        """Seconds from a PUBLISH to its arrival at a subscriber in this process."""
+        self.arrived.clear()
+        started = clock()
+        await self.client.publish(f"{self.CHANNEL}:here", b"x" * 32)
+        await asyncio.wait_for(self.arrived.wait(), TIMEOUT)
+        return self.arrived_at - started
+
+    async def there(self) -> float:
+        """Seconds from a PUBLISH to its arrival at the subscriber process."""
+        assert self.child.stdout is not None
+        self.sent += 1
+        started = clock()
+        await self.client.publish(f"{self.CHANNEL}:there", str(self.sent))
+        line = await asyncio.wait_for(self.child.stdout.readline(), TIMEOUT)
+        arrived, _, number = line.decode().partition(" ")
+        if int(number) != self.sent:
+            raise RuntimeError(f"the pub/sub probe reported {line!r}")
+        return float(arrived) - started
+
+    async def stop(self) -> None:
+        self.reader.cancel()
+        await asyncio.gather(self.reader, return_exceptions=True)
+        if self.child.stdin is not None:
+            self.child.stdin.close()  # the probe ends when its stdin does
+        try:
+            await asyncio.wait_for(self.child.wait(), TIMEOUT)
+        except asyncio.TimeoutError:
+            self.child.kill()
+            await self.child.wait()
+        await self.pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self.client.aclose()
+
+
+async def push_missing(redis_url: str, http: aiohttp.ClientSession) -> str:
+    """Why our server cannot push through the protocol; '' when it can.
+
+    Asked of a short-lived server, so that it is the servers' library (the
+    work tree, or ``--lib``) that answers.
+    """
+    node = ServerProcess("ours", redis_url, f"{CLUSTER_PREFIX}features")
+    try:
+        reply = await LoadClient(http, "ours", node.url).get("/bench/features")
+    finally:
+        node.stop()
+    return str(reply["missing"])
+
+
 async def idle_memory(
     redis_url: str,
     http: aiohttp.ClientSession,
     sizes: Sizes,
     impls: Sequence[str],
     log: Log,
+    protocol: bool = False,
 ) -> list[Result]:
-    """Scenario 3: server RSS per idle tracked websocket; a fresh server each time."""
-    per_socket: dict[str, list[float]] = {i: [] for i in impls}
+    """Scenario 3: server RSS per idle tracked websocket; a fresh server each time.
+
+    With ``protocol``, ours also runs with protocol connections (the
+    ``idle_memory_protocol`` results), in the same rotation.
+    """
+    runs = list(impls) + (["ours-protocol"] if protocol and "ours" in impls else [])
+    per_socket: dict[str, list[float]] = {run: [] for run in runs}
     count = sizes.idle_connections
     sessions = max(1, count // sizes.sockets_per_session)
     count = sessions * sizes.sockets_per_session
     log(f"idle memory: {count} connections, {sizes.idle_reps} repetitions")
     for rep in range(sizes.idle_reps):
-        for impl in rotated(impls, rep):
-            node = ServerProcess(impl, redis_url, f"bench-idle-{impl}-{rep}")
+        for run in rotated(runs, rep):
+            impl = run.removesuffix("-protocol")
+            node = ServerProcess(impl, redis_url, f"bench-idle-{run}-{rep}")
             try:
-                client = LoadClient(http, impl, node.url)
+                live = LIVE if run.endswith("-protocol") else None
+                client = LoadClient(http, impl, node.url, live)
                 warm = await open_sessions(client, 5, 2, Tally(), 10)
                 await until_sockets(client, 10)
                 await close_sockets(warm, 10)
@@ -308,18 +576,20 @@ async def idle_memory(
                 )
                 await until_sockets(client, count)
                 after = await client.get("/bench/stats?full=1")
-                per_socket[impl].append((after["rss"] - before["rss"]) / count / 1024)
+                per_socket[run].append((after["rss"] - before["rss"]) / count / 1024)
                 await close_sockets(held, sizes.open_concurrency)
             finally:
                 node.stop()
     return [
         {
-            "scenario": "idle_memory",
-            "impl": impl,
+            "scenario": "idle_memory_protocol"
+            if run.endswith("-protocol")
+            else "idle_memory",
+            "impl": run.removesuffix("-protocol"),
             "sockets": count,
-            "kib_per_socket": summarize(per_socket[impl]),
+            "kib_per_socket": summarize(per_socket[run]),
         }
-        for impl in impls
+        for run in runs
     ]
 
 

@@ -28,6 +28,9 @@ class Sizes:
     churn_settle_timeout: float = 60.0
     """How long the state may take to return to empty after the last cycle."""
     open_concurrency: int = 100
+    push_session_sockets: tuple[int, ...] = (100,)
+    """K: the protocol connections of the one session that pushes reach."""
+    push_latency_reps: int = 100
 
 
 FULL = Sizes()
@@ -44,4 +47,6 @@ SMOKE = Sizes(
     churn_workers=4,
     churn_warmup=4,
     churn_settle_timeout=3.0,
+    push_session_sockets=(3,),
+    push_latency_reps=3,
 )

@@ -202,6 +202,14 @@ class Backend(abc.ABC):
     async def sessions(self) -> frozenset[str]:
         """Every session id with an open connection on any node."""
 
+    def holds_alone(self, session_id: str) -> bool:
+        """True when this node knows that no other node holds ``session_id``.
+
+        False means "maybe": a push must then go through
+        :meth:`publish_to_session`. Cheap, and never touches a server.
+        """
+        return False
+
     @abc.abstractmethod
     async def publish_to_session(self, session_id: str, frame: bytes) -> list[str]:
         """Publish ``frame`` to every other live node holding ``session_id``.

@@ -259,6 +259,11 @@ class MemoryBackend(Backend):
         """Read the connected sessions from the hub."""
         return frozenset(self.hub.presence)
 
+    def holds_alone(self, session_id: str) -> bool:
+        """Whether the hub lists no other node holding the session."""
+        nodes = self.hub.presence.get(session_id, {})
+        return all(node == self.node_id for node in nodes)
+
     async def publish_to_session(self, session_id: str, frame: bytes) -> list[str]:
         """Queue ``frame`` for every other running node holding the session."""
         return self._publish_to(self.hub.presence.get(session_id, {}), frame)

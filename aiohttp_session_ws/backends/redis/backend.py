@@ -56,6 +56,8 @@ WRITE_BATCH = 1000
 _PING = b"\x00ping:"
 _HOLD = b"\x00hold:"
 _DROP = b"\x00drop:"
+_NO_OTHERS: frozenset[str] = frozenset()
+"""The one empty holder set, shared by every session no other node holds."""
 """Start the notes another node's presence write sends this node: it now
 holds (or no longer holds) a session this node holds too."""
 """Starts the frames a node publishes to its own inbox to prove it still
@@ -169,7 +171,8 @@ class RedisBackend(Backend):
         # the other nodes holding each session of this node, once a write has
         # told (kept by the holders' notes; forgotten on any failure): a push
         # to a session no other node holds then needs no Redis
-        self._others: dict[str, set[str]] = {}
+        # (frozensets, the empty one shared: most sessions cost no set)
+        self._others: dict[str, frozenset[str]] = {}
         self._early_holds: dict[str, set[str]] = {}
         self._dirty: set[str] = set()
         self._noted = 0  # presence notes taken so far
@@ -554,9 +557,9 @@ class RedisBackend(Backend):
         others = self._others.get(session)
         if frame.startswith(_DROP):
             if others is not None:
-                others.discard(node)
+                self._others[session] = others - {node} or _NO_OTHERS
         elif others is not None:
-            others.add(node)
+            self._others[session] = others | {node}
         else:  # before our own write's answer: merged into it
             self._early_holds.setdefault(session, set()).add(node)
 
@@ -702,9 +705,11 @@ class RedisBackend(Backend):
     def _learn_holders(self, session_id: str, nodes: list[bytes]) -> None:
         if session_id not in self._local:
             return  # gone since: the next write of it tells again
-        others = {_text(node) for node in nodes}
-        others |= self._early_holds.pop(session_id, set())
-        self._others[session_id] = others
+        others = frozenset(_text(node) for node in nodes)
+        early = self._early_holds.pop(session_id, None)
+        if early:
+            others |= early
+        self._others[session_id] = others or _NO_OTHERS
 
     def _rejoin(self, absent: int) -> None:
         """Start a full resync: this node is not (or no longer) a member."""
@@ -836,6 +841,15 @@ class RedisBackend(Backend):
         await self._flush()
         members = await self._command(self.client.smembers(f"{self._tag}:sessions"))
         return frozenset(_text(member) for member in members)
+
+    def holds_alone(self, session_id: str) -> bool:
+        """Whether the other holders of this node's session are known: none.
+
+        Known once this node's presence write of the session told them, and
+        kept by the holders' notes, while nothing failed since.
+        """
+        others = self._others.get(session_id)
+        return others is not None and not others and self._in_sync
 
     async def publish_to_session(self, session_id: str, frame: bytes) -> list[str]:
         """Publish ``frame`` to the other live holders of the session.

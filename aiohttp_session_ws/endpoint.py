@@ -183,6 +183,7 @@ class ProtocolConnection:
         "_request",
         "_requests",
         "_tokens",
+        "_transport",
         "_writer",
         "_ws",
         "handle",
@@ -213,6 +214,9 @@ class ProtocolConnection:
         self._refused = 0  # frames refused by the rate limit in a row
         self._requests: set[asyncio.Task[None]] | None = None
         self._gone = False
+        # read once: request.transport is a property, and deliver() is the
+        # loop of every fan-out
+        self._transport = request.transport
 
     @property
     def connection_id(self) -> str:
@@ -408,8 +412,8 @@ class ProtocolConnection:
         return self._enqueue(frame, reply)
 
     def _fits(self, size: int) -> bool:
-        transport = self._request.transport
-        if transport is None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
             return False
         return transport.get_write_buffer_size() + size < FAST_WRITE_LIMIT
 

@@ -70,12 +70,22 @@ class NodeBus:
         self._backend = backend
         self._tasks = tasks
         self._handlers: dict[str, CallHandler] = {}
+        self._inline: set[str] = set()
         self._calls: dict[int, _PendingCall] = {}
         self._call_ids = itertools.count(1)
 
-    def handle(self, kind: str, handler: CallHandler) -> None:
-        """Answer calls of ``kind`` from other nodes with ``handler``."""
+    def handle(self, kind: str, handler: CallHandler, *, inline: bool = False) -> None:
+        """Answer calls of ``kind`` from other nodes with ``handler``.
+
+        ``inline``: run the handler as the frame arrives, before the next
+        frame is taken (for a handler that never waits, such as a push's
+        writes; only the reply is sent in a task). Otherwise it runs in a task.
+        """
         self._handlers[kind] = handler
+        if inline:
+            self._inline.add(kind)
+        else:
+            self._inline.discard(kind)
 
     async def call(
         self, nodes: Collection[str], kind: str, body: JSONDict, *, timeout: float
@@ -180,6 +190,12 @@ class NodeBus:
         if handler is None:
             logger.error("Dropped a node frame of unknown kind %.40r", kind)
             return
+        if kind in self._inline:
+            frame = await self._run(handler, kind, sender, call_id, body)
+            self._tasks.spawn(
+                self._backend.publish(sender, frame), name=f"nodebus-reply-{call_id}"
+            )
+            return
         self._tasks.spawn(
             self._answer(handler, kind, sender, call_id, body),
             name=f"nodebus-{kind}-{call_id}",
@@ -188,12 +204,18 @@ class NodeBus:
     async def _answer(
         self, handler: CallHandler, kind: str, sender: str, call_id: int, body: Any
     ) -> None:
+        frame = await self._run(handler, kind, sender, call_id, body)
+        await self._backend.publish(sender, frame)
+
+    async def _run(
+        self, handler: CallHandler, kind: str, sender: str, call_id: int, body: Any
+    ) -> bytes:
+        """The reply frame of a call: the handler's result, or a failure."""
         try:
-            frame = _encode("reply", self.node_id, call_id, await handler(body))
+            return _encode("reply", self.node_id, call_id, await handler(body))
         except Exception:
             logger.exception("Answering %r from node %s failed", kind, sender)
-            frame = _encode("failed", self.node_id, call_id, None)
-        await self._backend.publish(sender, frame)
+            return _encode("failed", self.node_id, call_id, None)
 
 
 def _encode(kind: str, sender: str, call_id: int, body: Any) -> bytes:

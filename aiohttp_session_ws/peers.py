@@ -35,8 +35,10 @@ class Peer(Protocol):
 class Peers:
     """The protocol connections open on this node, by session ws id."""
 
+    # tuples: a push reads them far more often than a connection changes
+    # them, and a tuple needs no copy to survive changes during a delivery
     def __init__(self) -> None:
-        self._by_session: dict[Hashable, set[Peer]] = {}
+        self._by_session: dict[Hashable, tuple[Peer, ...]] = {}
         self._count = 0
 
     def __len__(self) -> int:
@@ -44,9 +46,9 @@ class Peers:
 
     def add(self, peer: Peer) -> None:
         """Track an open protocol connection."""
-        peers = self._by_session.setdefault(peer.session_ws_id, set())
+        peers = self._by_session.get(peer.session_ws_id, ())
         if peer not in peers:
-            peers.add(peer)
+            self._by_session[peer.session_ws_id] = (*peers, peer)
             self._count += 1
 
     def discard(self, peer: Peer) -> None:
@@ -54,15 +56,17 @@ class Peers:
         peers = self._by_session.get(peer.session_ws_id)
         if peers is None or peer not in peers:
             return
-        peers.discard(peer)
         self._count -= 1
-        if not peers:
+        rest = tuple(other for other in peers if other is not peer)
+        if rest:
+            self._by_session[peer.session_ws_id] = rest
+        else:
             del self._by_session[peer.session_ws_id]
 
-    def of(self, session_ws_id: Hashable) -> list[Peer]:
-        """The open protocol connections of one session (a copy)."""
-        return list(self._by_session.get(session_ws_id, ()))
+    def of(self, session_ws_id: Hashable) -> tuple[Peer, ...]:
+        """The open protocol connections of one session (a snapshot)."""
+        return self._by_session.get(session_ws_id, ())
 
     def __iter__(self) -> Iterator[Peer]:
         for peers in list(self._by_session.values()):
-            yield from list(peers)
+            yield from peers

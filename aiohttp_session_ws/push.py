@@ -31,8 +31,9 @@ class Push:
         self._bus = bus
         self._peers = peers
         self.timeout = timeout
-        bus.handle("push", self._push_here)
-        bus.handle("broadcast", self._broadcast_here)
+        # a push's writes never wait: run as the frame arrives
+        bus.handle("push", self._push_here, inline=True)
+        bus.handle("broadcast", self._broadcast_here, inline=True)
 
     async def send_to_session(self, session_ws_id: Hashable, data: Any) -> int:
         """Push ``data`` to every protocol connection of the session, on every node.

@@ -1,11 +1,10 @@
 """A Redis subscriber in its own process, for the push-latency scenario.
 
 ``python -m bench.pubsub_probe REDIS_URL CHANNEL`` subscribes to CHANNEL,
-prints ``READY``, then for each message prints the time it arrived
-(:func:`~bench.push_common.clock`, one clock for every process) and the
-message, one line each, until stdin closes or SIGTERM. The load client
-publishes and reads the lines: a Redis pub/sub hop between two processes, as
-between two nodes.
+prints ``READY``, then publishes each message it gets back on
+``CHANNEL:back``, until stdin closes or SIGTERM. The load client publishes
+and waits for the echo: a Redis pub/sub round trip between two processes, as
+between two nodes (two hops through Redis, and each process woken once).
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ import asyncio
 import sys
 
 import redis.asyncio as redis
-
-from .push_common import clock
 
 
 async def probe(url: str, channel: str) -> None:
@@ -34,9 +31,7 @@ async def probe(url: str, channel: str) -> None:
     async def report() -> None:
         async for message in pubsub.listen():
             if message["type"] == "message":
-                arrived = clock()
-                sys.stdout.write(f"{arrived!r} {message['data'].decode()}\n")
-                sys.stdout.flush()
+                await client.publish(f"{channel}:back", message["data"])
 
     reporting = asyncio.create_task(report())
     try:

@@ -193,7 +193,7 @@ def _pubsub_rows(results: list[Result]) -> list[dict[str, str]]:
         return []
     floor = pubsub["latency_ms"]["median"]
     label = (
-        f"cross-node push p50 / Redis PUBLISH→subscriber p50, process to process "
+        f"cross-node push p50 / Redis pub/sub round trip p50, through another process "
         f"({floor:.3f} ms, p99 {pubsub['latency_ms']['p99']:.3f}"
     )
     here = _find(
@@ -341,7 +341,7 @@ def plot(results: list[Result], path: Path) -> None:
         ),
         ("Push: server CPU µs per message", "cpu_us_per_msg", push_groups),
         (
-            "Push latency ms (line: Redis pub/sub, process to process)",
+            "Push latency ms (line: Redis pub/sub round trip)",
             "latency_ms",
             [
                 g

@@ -347,8 +347,9 @@ async def push_latency(
     the same node); python-socketio emits to the room through its Redis
     manager. The start is node A's clock just before the first send, the end
     the client's on arrival (one clock: ``CLOCK_MONOTONIC``). Next to them, in
-    the same repetitions: a Redis PUBLISH from this process to a subscriber in
-    another (``pub/sub``), and to one in this process.
+    the same repetitions: a Redis pub/sub round trip through another process
+    (``pub/sub``: PUBLISH, the other process publishes it back), and a
+    PUBLISH to a subscriber of this process.
     """
     impls = list(cluster.nodes)
     log(f"push latency: {sizes.push_latency_reps} repetitions")
@@ -434,10 +435,11 @@ class _PushTarget:
 
 
 class _PubSubProbe:
-    """Redis pub/sub round trips: to a subscriber in this process, or in another.
+    """Redis pub/sub round trips: through another process, or within this one.
 
-    In this process the loop is awake when the message comes back; between
-    two processes (as between two nodes) the subscriber wakes up for it.
+    ``there``: a PUBLISH to a subscriber in another process, which publishes
+    it back (as a push goes from node A through Redis to node B, and from B
+    to its client). ``here``: a PUBLISH to this process's own subscriber.
     """
 
     CHANNEL = f"{CLUSTER_PREFIX}probe"
@@ -453,6 +455,7 @@ class _PubSubProbe:
         self.child = child
         self.arrived = asyncio.Event()
         self.arrived_at = 0.0
+        self.echoed: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         self.sent = 0
         self.reader = asyncio.create_task(self._read())
 
@@ -460,7 +463,8 @@ class _PubSubProbe:
     async def start(cls, url: str) -> _PubSubProbe:
         client = redis.Redis.from_url(url)
         pubsub = client.pubsub()
-        await pubsub.subscribe(f"{cls.CHANNEL}:here")  # before listen()
+        # both before listen(), which returns at once otherwise
+        await pubsub.subscribe(f"{cls.CHANNEL}:here", f"{cls.CHANNEL}:there:back")
         child = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -484,7 +488,11 @@ class _PubSubProbe:
 
     async def _read(self) -> None:
         async for message in self.pubsub.listen():
-            if message["type"] == "message":
+            if message["type"] != "message":
+                continue
+            if message["channel"].endswith(b":back"):
+                self.echoed.put_nowait((clock(), message["data"]))
+            else:
                 self.arrived_at = clock()
                 self.arrived.set()
 
@@ -497,16 +505,14 @@ class _PubSubProbe:
         return self.arrived_at - started
 
     async def there(self) -> float:
-        """Seconds from a PUBLISH to its arrival at the subscriber process."""
-        assert self.child.stdout is not None
+        """Seconds from a PUBLISH to the subscriber process until its echo is back."""
         self.sent += 1
         started = clock()
         await self.client.publish(f"{self.CHANNEL}:there", str(self.sent))
-        line = await asyncio.wait_for(self.child.stdout.readline(), TIMEOUT)
-        arrived, _, number = line.decode().partition(" ")
-        if int(number) != self.sent:
-            raise RuntimeError(f"the pub/sub probe reported {line!r}")
-        return float(arrived) - started
+        arrived, data = await asyncio.wait_for(self.echoed.get(), TIMEOUT)
+        if int(data) != self.sent:
+            raise RuntimeError(f"the pub/sub probe echoed {data!r}")
+        return arrived - started
 
     async def stop(self) -> None:
         self.reader.cancel()

@@ -64,7 +64,7 @@ def test_the_benchmark_suite_runs_at_smoke_size(tmp_path: Path) -> None:
     assert "fan-out, 3 sessions: server CPU µs/msg" in table
     if not skipped:
         assert "push to 3 sessions x 2 protocol sockets: server CPU µs/msg" in table
-        assert "cross-node push p50 / Redis PUBLISH→subscriber p50" in table
+        assert "cross-node push p50 / Redis pub/sub round trip p50" in table
     assert ".. list-table::" in (tmp_path / "results.rst").read_text()
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
 

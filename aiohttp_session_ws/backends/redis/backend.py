@@ -869,6 +869,11 @@ class RedisBackend(Backend):
         if not others:
             return []
         nodes = list(others)
+        if len(nodes) == 1:  # the usual case: skip the pipeline's own cost
+            received = await self._command(
+                self.client.publish(self._inbox_of(nodes[0]), frame)
+            )
+            return nodes if received else []
         pipe = self.client.pipeline(transaction=False)
         for node in nodes:
             pipe.publish(self._inbox_of(node), frame)

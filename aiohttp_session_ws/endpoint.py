@@ -413,9 +413,11 @@ class ProtocolConnection:
 
     def _fits(self, size: int) -> bool:
         transport = self._transport
-        if transport is None or transport.is_closing():
-            return False
-        return transport.get_write_buffer_size() + size < FAST_WRITE_LIMIT
+        # a closing transport makes send_frame raise, which marks us gone
+        return (
+            transport is not None
+            and transport.get_write_buffer_size() + size < FAST_WRITE_LIMIT
+        )
 
     def _enqueue(self, frame: bytes, reply: bool) -> bool:
         if self._queue is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import AsyncIterator, Hashable, Mapping
-from types import MappingProxyType, TracebackType
+from types import TracebackType
 from typing import Any
 
 import aiohttp_session
@@ -149,7 +149,7 @@ class session_ws:  # noqa: N801 (1.1.1 name)
     def __init__(self, request: web.Request, **ws_kwargs: Any) -> None:
         self.request = request
         self.options: Mapping[str, Any] = ws_kwargs
-        """The keyword arguments of the websocket (until it is made)."""
+        """The keyword arguments of the websocket."""
         self.response: web.WebSocketResponse | None = None
         self.session_ws_id: Hashable = None
 
@@ -166,7 +166,6 @@ class session_ws:  # noqa: N801 (1.1.1 name)
         # cookie (aiohttp-session saves a changed session onto an HTTPException).
         check_origin(request, registry.allowed_origins)
         self.response = response = web.WebSocketResponse(**self.options)
-        self.options = _MADE
         if not response.can_prepare(request).ok:
             raise web.HTTPBadRequest(
                 text="Expected a websocket upgrade: this URL takes a GET with "
@@ -210,10 +209,6 @@ class session_ws:  # noqa: N801 (1.1.1 name)
     ) -> None:
         assert self.response is not None
         self.registry.unregister(self.session_ws_id, self.response)
-
-
-_MADE: Mapping[str, Any] = MappingProxyType({})
-"""``session_ws.options`` once the websocket is made (its own dict is freed)."""
 
 
 def _is_session_middleware(middleware: object) -> bool:

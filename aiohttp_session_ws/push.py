@@ -14,6 +14,8 @@ from .protocol import encode_push
 
 logger = logging.getLogger("aiohttp_session_ws")
 
+_ID_TYPES = (str, int)
+
 
 class Push:
     """Delivers push frames: encoded once, the same bytes to every socket.
@@ -47,7 +49,9 @@ class Push:
             invalid.
         """
         peers = self._peers.of(session_ws_id)
-        if not peers:  # ids of connected sessions were checked already
+        if not peers or type(session_ws_id) not in _ID_TYPES:
+            # a connected session's id was checked when it registered; True
+            # and 1.0 equal 1 as keys, but are not ids
             check_session_ws_id(session_ws_id)
         frame = encode_push(data)
         reached = 0

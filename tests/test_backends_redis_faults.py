@@ -520,7 +520,7 @@ async def test_a_node_with_many_sessions_resyncs_in_batches(
     write = backend._write
 
     def counting(*args: Any, **kwargs: Any) -> Any:
-        batches.append((len(kwargs["args"]) - 5) // 4)  # tag, node, lease, reset, grace
+        batches.append((len(kwargs["args"]) - 5) // 5)  # tag, node, lease, reset, grace
         return write(*args, **kwargs)
 
     monkeypatch.setattr(backend, "_write", counting)

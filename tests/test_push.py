@@ -13,6 +13,7 @@ import pytest
 from aiohttp.pytest_plugin import AiohttpClient
 
 from aiohttp_session_ws import SUBPROTOCOL, RedisSessionWSRegistry
+from aiohttp_session_ws.ids import wire_id
 
 from .apps import (
     TIMEOUT,
@@ -221,3 +222,80 @@ async def test_holders_learned_before_the_first_subscription_are_not_trusted(
     assert await registry.send_to_session(session_ws_id, "both") == 2
     await tab_a.close()
     await tab_b.close()
+
+
+async def test_a_reload_during_a_presence_write_keeps_the_other_holders(
+    aiohttp_client: AiohttpClient,
+    redis_server: RedisServer,
+    prefix: str,
+    start_node: StartNode,
+    browser: aiohttp.ClientSession,
+) -> None:
+    """The last connection closes and another opens while a write is on its way."""
+    url = redis_server.url
+    node_a = await redis_client(aiohttp_client, url, prefix)
+    registry = registry_of(node_a)
+    assert isinstance(registry, RedisSessionWSRegistry)
+    backend = registry.backend
+    await node_a.get("/")
+    session_ws_id = cookie_ws_id(node_a)
+    wire = wire_id(session_ws_id)
+    node_b = await start_node(url)
+    ran, reply_held, writes_done = (
+        asyncio.Event(),
+        asyncio.Event(),
+        asyncio.Queue[int](),
+    )
+    run, remove = backend._run, backend.remove_connection
+
+    async def slow_reply(script: Any, *args: Any) -> Any:
+        reply = await run(script, *args)
+        if script is backend._write and wire in args:
+            if not reply_held.is_set():
+                ran.set()  # it ran in Redis: A holds the session, nobody else
+                await reply_held.wait()
+            writes_done.put_nowait(1)
+        return reply
+
+    removed = asyncio.Event()
+
+    def noting_removal(session_id: str, connection_id: str) -> None:
+        remove(session_id, connection_id)
+        if session_id not in backend._local:
+            removed.set()
+
+    backend._run = slow_reply  # type: ignore[method-assign]
+    backend.remove_connection = noting_removal  # type: ignore[method-assign]
+    first = await node_a.ws_connect("/live", protocols=(SUBPROTOCOL,))
+    await first.receive(timeout=TIMEOUT)
+    await asyncio.wait_for(ran.wait(), TIMEOUT)
+    tab_b = await remote_tab(browser, node_b, node_a, url)  # its note reaches A
+    await backend._caught_up()
+    await first.close()  # a reload, while the write's answer is on its way
+    await asyncio.wait_for(removed.wait(), TIMEOUT)
+    second = await node_a.ws_connect("/live", protocols=(SUBPROTOCOL,))
+    await second.receive(timeout=TIMEOUT)
+    reply_held.set()
+    await asyncio.wait_for(writes_done.get(), TIMEOUT)  # the held one
+    await asyncio.wait_for(writes_done.get(), TIMEOUT)  # the reload's
+    await backend._caught_up()
+    assert not backend.holds_alone(wire)
+    assert await registry.send_to_session(session_ws_id, "both") == 2
+    await second.close()
+    await tab_b.close()
+
+
+async def test_an_id_that_only_equals_a_connected_one_is_refused(
+    aiohttp_client: AiohttpClient,
+) -> None:
+    from aiohttp_session_ws import SessionWSRegistry
+
+    registry = SessionWSRegistry(id_factory=lambda request: 1)
+    client = await aiohttp_client(build_app(registry))
+    tab = await client.ws_connect("/live", protocols=(SUBPROTOCOL,))
+    await tab.receive(timeout=TIMEOUT)
+    assert await registry.send_to_session(1, "one") == 1
+    for wrong in (True, 1.0):
+        with pytest.raises(TypeError):
+            await registry.send_to_session(wrong, "x")
+    await tab.close()

@@ -174,6 +174,8 @@ class RedisBackend(Backend):
         # (frozensets, the empty one shared: most sessions cost no set)
         self._others: dict[str, frozenset[str]] = {}
         self._early_holds: dict[str, set[str]] = {}
+        # sessions that left _local while a presence write was on its way
+        self._left_meanwhile: set[str] = set()
         self._dirty: set[str] = set()
         self._noted = 0  # presence notes taken so far
         self._written = 0  # notes known to be in Redis
@@ -602,6 +604,7 @@ class RedisBackend(Backend):
             del self._local[session_id]
             self._others.pop(session_id, None)
             self._early_holds.pop(session_id, None)
+            self._left_meanwhile.add(session_id)
         self._note(session_id)
 
     def _note(self, session_id: str) -> None:
@@ -676,13 +679,15 @@ class RedisBackend(Backend):
             if opened:
                 handle = self.session_store.handle_of(session_id)
                 newest_us = int(max(opened.values()) * 1e6)
-                args += [session_id, len(opened), handle, newest_us]
+                want = int(session_id not in self._others)
+                args += [session_id, len(opened), handle, newest_us, want]
             else:
-                args += [session_id, 0, "", 0]
+                args += [session_id, 0, "", 0, 0]
         # the holders it tells are kept only if this node heard every note
         # sent since: subscribed before the script ran, and all along
         epoch, subscription = self._epoch, self._subscriptions
         listening = self._subscribed
+        self._left_meanwhile.clear()
         reply = await self._run(self._write, *args)
         now_us, absent, closed, started, ended, holders = reply
         self._learn_clock(now_us)
@@ -703,8 +708,11 @@ class RedisBackend(Backend):
         return True
 
     def _learn_holders(self, session_id: str, nodes: list[bytes]) -> None:
-        if session_id not in self._local:
-            return  # gone since: the next write of it tells again
+        if session_id not in self._local or session_id in self._left_meanwhile:
+            # it left this node while the write was on its way (and may be
+            # back): notes sent meanwhile were dropped, so the answer is
+            # stale; its next write asks again (want)
+            return
         others = frozenset(_text(node) for node in nodes)
         early = self._early_holds.pop(session_id, None)
         if early:

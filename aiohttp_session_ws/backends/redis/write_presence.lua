@@ -1,9 +1,10 @@
 -- ARGV: tag, node, lease_us, reset, grace_us,
---   then per session: session, count, handle, newest_us
+--   then per session: session, count, handle, newest_us, want (1: list its
+--   other holders, which the node does not know)
 --   -> {now, membership, {session, closed_at_us, ...}, started, ended,
 --       {session, {other holder, ...}, ...}}
 -- The last part lists the other holders of each session this node begins to
--- hold, and of every session it writes in a rewrite.
+-- hold, of every session it writes in a rewrite, and of those it asks for.
 -- reset is 0 for a change, else a full rewrite in batches: bit 1 marks its
 -- first batch (it adds the node, and notes what Redis holds of it as stale),
 -- bit 2 its last (what is still stale goes). A rewrite leaves the sessions
@@ -27,11 +28,12 @@ if reset % 2 == 1 then
   end
 end
 local closed, holders = {}, {}
-for i = 6, #ARGV, 4 do
+for i = 6, #ARGV, 5 do
   local sid, count = ARGV[i], tonumber(ARGV[i + 1])
   redis.call('SREM', stale, sid)
   if count > 0 then
-    if hold(node, sid, count, ARGV[i + 2], tonumber(ARGV[i + 3])) or reset > 0 then
+    local added = hold(node, sid, count, ARGV[i + 2], tonumber(ARGV[i + 3]))
+    if added or reset > 0 or ARGV[i + 4] == '1' then
       holders[#holders + 1] = sid
       holders[#holders + 1] = other_holders(sid, node)
     end

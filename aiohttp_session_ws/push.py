@@ -8,7 +8,7 @@ from typing import Any
 
 from .backends.base import Backend, BackendUnavailableError
 from .ids import check_session_ws_id, local_id, redact, wire_id
-from .nodebus import JSONDict, NodeBus
+from .nodebus import JSONDict, NodeBus, Publisher
 from .peers import Peer, Peers
 from .protocol import encode_push
 
@@ -84,7 +84,7 @@ class Push:
         )
 
     async def _call(
-        self, publish: Any, kind: str, body: JSONDict, session: str | None
+        self, publish: Publisher, kind: str, body: JSONDict, session: str | None
     ) -> int:
         try:
             replies = await self._bus.call_published(

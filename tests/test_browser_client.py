@@ -26,7 +26,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 from yarl import URL
 
 from aiohttp_session_ws import (
@@ -47,7 +47,8 @@ from aiohttp_session_ws.browser import (
 from aiohttp_session_ws.peers import Peer
 from aiohttp_session_ws.protocol import Op, Request
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+from .chromium import launched
+
 TIMEOUT = 5.0
 """Seconds: bounds every wait on the server's side."""
 TIMEOUT_MS = 5_000
@@ -142,16 +143,8 @@ def make_app(
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
     """One headless Chromium for the module."""
-    if not shutil.which(CHROMIUM):
-        pytest.fail("chromium is missing: `make test` installs it with apt-get")
-    async with async_playwright() as driver:
-        browser = await driver.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox"]
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with launched() as browser:
+        yield browser
 
 
 async def start_server(

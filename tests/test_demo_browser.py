@@ -10,22 +10,21 @@ installs both. One browser serves the module, so the tests share its loop.
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from aiohttp_session_ws import REGISTRY_APP_KEY, SessionWSRegistry
 from demo import make_app
 from demo.key import random_key
 
+from .chromium import launched
 from .redis_server import RedisServer
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 TIMEOUT_MS = 5_000
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -34,16 +33,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
     """One headless Chromium for the module."""
-    if not shutil.which(CHROMIUM):
-        pytest.fail("chromium is missing: `make test` installs it with apt-get")
-    async with async_playwright() as driver:
-        browser = await driver.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox"]
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
+    async with launched() as browser:
+        yield browser
 
 
 @pytest_asyncio.fixture(loop_scope="module")

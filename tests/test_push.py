@@ -34,6 +34,13 @@ async def redis_client(aiohttp_client: AiohttpClient, url: str, prefix: str) -> 
     return await aiohttp_client(build_app(registry))
 
 
+async def live_tab(client: Client) -> aiohttp.ClientWebSocketResponse:
+    """A protocol connection of the client's session, past its hello."""
+    ws = await client.ws_connect("/live", protocols=(SUBPROTOCOL,))
+    assert json.loads((await ws.receive(timeout=TIMEOUT)).data)["op"] == "hello"
+    return ws
+
+
 async def remote_tab(
     browser: aiohttp.ClientSession, node: NodeProcess, login: Client, url: str
 ) -> aiohttp.ClientWebSocketResponse:
@@ -62,8 +69,7 @@ async def test_a_push_reaches_the_session_on_another_node(
     node_a = await redis_client(aiohttp_client, redis_server.url, prefix)
     await node_a.get("/")  # the session exists
     node_b = await start_node(redis_server.url)
-    local = await node_a.ws_connect("/live", protocols=(SUBPROTOCOL,))
-    await local.receive(timeout=TIMEOUT)  # hello
+    local = await live_tab(node_a)
     tab_b = await remote_tab(browser, node_b, node_a, redis_server.url)
     registry = registry_of(node_a)
     assert isinstance(registry, RedisSessionWSRegistry)
@@ -91,8 +97,7 @@ async def test_while_redis_is_down_a_push_reaches_the_local_connections(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     node_a = await redis_client(aiohttp_client, own_redis_server.url, prefix)
-    tab = await node_a.ws_connect("/live", protocols=(SUBPROTOCOL,))
-    await tab.receive(timeout=TIMEOUT)
+    tab = await live_tab(node_a)
     registry = registry_of(node_a)
     own_redis_server.stop()
     with caplog.at_level(logging.WARNING, logger="aiohttp_session_ws"):
@@ -137,8 +142,7 @@ async def test_a_session_no_other_node_holds_is_pushed_without_redis(
     browser: aiohttp.ClientSession,
 ) -> None:
     node_a = await redis_client(aiohttp_client, redis_server.url, prefix)
-    tab = await node_a.ws_connect("/live", protocols=(SUBPROTOCOL,))
-    await tab.receive(timeout=TIMEOUT)
+    tab = await live_tab(node_a)
     registry = registry_of(node_a)
     assert isinstance(registry, RedisSessionWSRegistry)
     session_ws_id = cookie_ws_id(node_a)
@@ -204,8 +208,7 @@ async def test_holders_learned_before_the_first_subscription_are_not_trusted(
 
     backend._subscriber.pubsub = slow_pubsub  # type: ignore[method-assign,assignment]
     node_a = await aiohttp_client(build_app(registry))
-    tab_a = await node_a.ws_connect("/live", protocols=(SUBPROTOCOL,))
-    await tab_a.receive(timeout=TIMEOUT)
+    tab_a = await live_tab(node_a)
     session_ws_id = cookie_ws_id(node_a)
     own_redis_server.start()
     await presence_written(url, prefix, session_ws_id, registry.node_id)
@@ -266,15 +269,13 @@ async def test_a_reload_during_a_presence_write_keeps_the_other_holders(
 
     backend._run = slow_reply  # type: ignore[method-assign]
     backend.remove_connection = noting_removal  # type: ignore[method-assign]
-    first = await node_a.ws_connect("/live", protocols=(SUBPROTOCOL,))
-    await first.receive(timeout=TIMEOUT)
+    first = await live_tab(node_a)
     await asyncio.wait_for(ran.wait(), TIMEOUT)
     tab_b = await remote_tab(browser, node_b, node_a, url)  # its note reaches A
     await backend._caught_up()
     await first.close()  # a reload, while the write's answer is on its way
     await asyncio.wait_for(removed.wait(), TIMEOUT)
-    second = await node_a.ws_connect("/live", protocols=(SUBPROTOCOL,))
-    await second.receive(timeout=TIMEOUT)
+    second = await live_tab(node_a)
     reply_held.set()
     await asyncio.wait_for(writes_done.get(), TIMEOUT)  # the held one
     await asyncio.wait_for(writes_done.get(), TIMEOUT)  # the reload's
@@ -292,8 +293,7 @@ async def test_an_id_that_only_equals_a_connected_one_is_refused(
 
     registry = SessionWSRegistry(id_factory=lambda request: 1)
     client = await aiohttp_client(build_app(registry))
-    tab = await client.ws_connect("/live", protocols=(SUBPROTOCOL,))
-    await tab.receive(timeout=TIMEOUT)
+    tab = await live_tab(client)
     assert await registry.send_to_session(1, "one") == 1
     for wrong in (True, 1.0):
         with pytest.raises(TypeError):

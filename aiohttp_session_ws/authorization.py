@@ -17,15 +17,21 @@ from aiohttp import web
 logger = logging.getLogger("aiohttp_session_ws")
 
 VIEW_SESSION = "session_ws.view_session"
-"""Permission to read another session's properties (op ``properties``)."""
+"""Permission to read another session's properties (op ``properties``), and
+to receive a sender's properties with requests (op ``add_handler``)."""
+REGISTER_HANDLER = "session_ws.register_handler"
+"""Permission to handle requests sent to a path, or to one's own session
+(op ``add_handler``)."""
+SEND_TO_PATH = "session_ws.send_to_path"
+"""Permission to send a request to a path's handler (op ``send_to_path``)."""
+SEND_TO_SESSION = "session_ws.send_to_session"
+"""Permission to send a request to another session, by handle or by filter
+(ops ``send_to_session`` and ``send_to_filter``)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """A client request that reaches beyond its own session.
-
-    Later services (messaging, locks, events) add their fields here.
-    """
+    """A client request that reaches beyond its own session."""
 
     op: str
     """The op asked for."""
@@ -34,6 +40,10 @@ class Action:
     :func:`aiohttp_security_policy` asks aiohttp-security."""
     session: str | None = None
     """The public handle of the session it reaches, if it names one."""
+    path: str | None = None
+    """The message path it sends to or handles, if any."""
+    filter: str | None = None
+    """The session filter it sends to, if any (as the client wrote it)."""
 
 
 Authorize = Callable[[web.Request, Action], "bool | Awaitable[bool]"]

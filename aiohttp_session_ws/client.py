@@ -4,7 +4,8 @@
 connection (subprotocol ``aiohttp-session-ws.v1``) with the cookies of
 ``http``, waits for the server's ``hello``, and gives a :class:`Session`: its
 state, requests (:meth:`Session.request`), pushes (:meth:`Session.pushes`,
-:meth:`Session.on_push`) and, with ``reconnect=True``, reconnection with a
+:meth:`Session.on_push`), request-response messaging
+(:attr:`Session.messaging`) and, with ``reconnect=True``, reconnection with a
 backoff. :doc:`/client-python` explains it; :doc:`/protocol` is the reference.
 """
 
@@ -19,13 +20,15 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 from aiohttp.typedefs import LooseHeaders, StrOrURL
 
+from .messaging.client import ClientMessaging
 from .protocol import (
     PROTOCOL_VERSION,
     SUBPROTOCOL,
@@ -110,6 +113,28 @@ class RequestTimeoutError(ProtocolError):
     server's ``timeout`` error, so one ``except ProtocolError`` checking the
     code covers both.
     """
+
+
+ErrorFactory = Callable[[dict[str, Any]], Exception]
+"""Makes the exception of an ``error`` frame (given the whole frame)."""
+
+ResultHook = Callable[[int, Any], Any]
+"""Called with ``(request id, data)`` when a result arrives, in the reader;
+what it returns is the request's value."""
+
+
+def _protocol_error(frame: dict[str, Any]) -> Exception:
+    """The exception of an ``error`` frame of a plain request."""
+    return ProtocolError(str(frame.get("code")), str(frame.get("message", "")))
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """A request waiting for its answer."""
+
+    future: asyncio.Future[Any]
+    error: ErrorFactory
+    on_result: ResultHook | None
 
 
 class Pushes:
@@ -200,8 +225,9 @@ class Session:
     """One protocol session: a connection, and its successors when reconnecting.
 
     Made by :func:`connect`. It owns one background task, which reads the
-    connection (and reconnects), plus one per ``async def`` push callback; all
-    end in :meth:`close`.
+    connection (and reconnects), plus one per ``async def`` push callback, one
+    per request its message handlers are answering, and one that re-sends
+    the handler registrations after a reconnection; all end in :meth:`close`.
     """
 
     def __init__(
@@ -251,7 +277,7 @@ class Session:
         self._state = SessionState.CONNECTING
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._ids = itertools.count(1)
-        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._pending: dict[int, _Waiter] = {}
         self._state_listeners: list[StateListener] = []
         self._push_callbacks: list[Callable[[Any], Any]] = []
         self._missed_listeners: list[Callable[[int], None]] = []
@@ -259,6 +285,10 @@ class Session:
         self._runner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._close_lock = asyncio.Lock()
+        self.messaging = ClientMessaging(self)
+        """Request-response messaging: the handlers this session serves, and
+        the requests it sends (a
+        :class:`~aiohttp_session_ws.messaging.client.ClientMessaging`)."""
 
     # state
     @property
@@ -304,6 +334,24 @@ class Session:
         """
         if "id" in args or "op" in args:
             raise ValueError("'op' and 'id' are not arguments of a request")
+        return await self._request(op, args)
+
+    async def _request(
+        self,
+        op: str,
+        args: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        error: ErrorFactory = _protocol_error,
+        on_result: ResultHook | None = None,
+    ) -> Any:
+        """:meth:`request`, with hooks for ops that need more.
+
+        It waits ``timeout`` (default :attr:`request_timeout`), raises
+        ``error(frame)`` for an error frame (and for a frame too large to
+        send), and passes the result through ``on_result``.
+        """
+        wait = self.request_timeout if timeout is None else timeout
         ws = self._ws
         if self._state is not SessionState.CONNECTED or ws is None or ws.closed:
             raise ConnectionLostError(
@@ -318,13 +366,15 @@ class Session:
         )
         max_size = self.limits.get("max_frame_size")
         if isinstance(max_size, int) and len(text.encode("utf-8")) > max_size:
-            raise ProtocolError(
-                ErrorCode.TOO_LARGE,
-                f"request {op!r} is over the server's max_frame_size "
-                f"of {max_size} bytes",
+            raise error(
+                {
+                    "code": str(ErrorCode.TOO_LARGE),
+                    "message": f"request {op!r} is over the server's "
+                    f"max_frame_size of {max_size} bytes",
+                }
             )
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
+        self._pending[request_id] = _Waiter(future, error, on_result)
         try:
             try:
                 await ws.send_str(text)
@@ -339,11 +389,10 @@ class Session:
                     f"Cannot send {op!r}: the connection is closing"
                 ) from exc
             try:
-                return await asyncio.wait_for(future, self.request_timeout)
+                return await asyncio.wait_for(future, wait)
             except asyncio.TimeoutError:
                 raise RequestTimeoutError(
-                    ErrorCode.TIMEOUT,
-                    f"no answer to {op!r} within {self.request_timeout} s",
+                    ErrorCode.TIMEOUT, f"no answer to {op!r} within {wait} s"
                 ) from None
         finally:
             self._pending.pop(request_id, None)
@@ -444,6 +493,13 @@ class Session:
         for pushes in list(self._buffers):
             pushes._put(data)
 
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run ``coro`` in a task the session owns (ended in :meth:`close`)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
     # connections
     async def _start(self) -> None:
         """Open the first connection; on failure, close the session and raise."""
@@ -457,6 +513,7 @@ class Session:
         self._runner = asyncio.get_running_loop().create_task(
             self._run(), name=f"session-ws client {self.url}"
         )
+        self.messaging._connected()
 
     async def _open(self) -> None:
         """Open a connection and read its ``hello``: the session's connection."""
@@ -563,12 +620,14 @@ class Session:
                         else "The connection was lost (no close frame)"
                     )
                 )
+                self.messaging._lost()
                 if not self._reconnect or code in _NO_RECONNECT:
                     return
                 self._set_state(SessionState.RECONNECTING)
                 if not await self._reconnect_with_backoff():
                     return
                 self._set_state(SessionState.CONNECTED)
+                self.messaging._connected()
         except Exception:  # pragma: no cover (a bug of ours: end, do not hang)
             logger.exception("The session-ws client's reader failed")
         finally:
@@ -610,12 +669,18 @@ class Session:
         op = frame.get("op")
         if op == "push":
             self._push(frame.get("data"))
+        elif op == "request":
+            self.messaging._on_request(frame)
+        elif op == "response":
+            self.messaging._on_response(frame)
         elif op in ("result", "error"):
             request_id = frame.get("id")
-            future = (
-                self._pending.get(request_id) if isinstance(request_id, int) else None
+            waiter = (
+                self._pending.get(request_id)
+                if isinstance(request_id, int) and not isinstance(request_id, bool)
+                else None
             )
-            if future is None or future.done():
+            if waiter is None or waiter.future.done():
                 if op == "error":
                     logger.warning(
                         "Error frame for no pending request: %s: %s",
@@ -623,12 +688,18 @@ class Session:
                         frame.get("message"),
                     )
                 return
-            if op == "result":
-                future.set_result(frame.get("data"))
-            else:
-                future.set_exception(
-                    ProtocolError(str(frame.get("code")), str(frame.get("message", "")))
-                )
+            assert isinstance(request_id, int)
+            if op == "error":
+                waiter.future.set_exception(waiter.error(frame))
+                return
+            data = frame.get("data")
+            if waiter.on_result is not None:
+                try:
+                    data = waiter.on_result(request_id, data)
+                except Exception as exc:
+                    waiter.future.set_exception(exc)
+                    return
+            waiter.future.set_result(data)
         # other ops (a newer server's) are left alone
 
     async def _reconnect_with_backoff(self) -> bool:
@@ -659,13 +730,14 @@ class Session:
 
     def _fail_pending(self, exc: BaseException) -> None:
         pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(exc)
+        for waiter in pending.values():
+            if not waiter.future.done():
+                waiter.future.set_exception(exc)
 
     def _finish(self, exc: BaseException) -> None:
         """Be closed for good: fail what waits, end the iterators, tell listeners."""
         self._fail_pending(exc)
+        self.messaging._lost()
         self._set_state(SessionState.CLOSED)
         for pushes in list(self._buffers):
             pushes._end()
@@ -682,6 +754,7 @@ class Session:
     async def close(self) -> None:
         """Close the session for good: no reconnection; pending requests fail.
 
+        Message handlers still answering are cancelled, and filter sends end.
         Waits (up to :attr:`request_timeout`) for ``async def`` push callbacks
         to finish the pushes they hold, then cancels them. Calling it again
         does nothing.

@@ -31,6 +31,7 @@ from .protocol import (
     SUBPROTOCOL,
     CloseCode,
     ErrorCode,
+    FollowUp,
     FrameError,
     Op,
     ProtocolError,
@@ -344,9 +345,16 @@ class ProtocolConnection:
             data = await asyncio.wait_for(
                 self._run(request, op), self._registry.limits.request_timeout
             )
-            frame = encode_result(request.id, data)
+            if isinstance(data, FollowUp):
+                follow_up: FollowUp[Any] | None = data
+                frame = encode_result(request.id, data.result)
+            else:
+                follow_up = None
+                frame = encode_result(request.id, data)
         except ProtocolError as exc:  # an app's op may use a code of its own
-            await self._fail(request.id, exc.code, exc.message)
+            await self._fail(
+                request.id, exc.code, exc.message, getattr(exc, "position", None)
+            )
             return
         except asyncio.TimeoutError:
             await self._fail(request.id, ErrorCode.TIMEOUT, "the request took too long")
@@ -361,23 +369,34 @@ class ProtocolConnection:
             await self._fail(request.id, ErrorCode.INTERNAL, "the server failed")
             return
         await self._send(frame, reply=True)
+        if follow_up is not None:
+            try:
+                await follow_up.then(self)
+            except Exception:
+                logger.exception("The follow-up of op %r failed", request.op)
 
     async def _run(self, request: Request, op: Op[Any]) -> Any:
         if op.action is not None:
-            action = op.action(self, request)
-            if action is not None and not await allowed(
-                self._registry.authorize, self._request, action
-            ):
-                raise ProtocolError(
-                    ErrorCode.FORBIDDEN, f"not allowed: {action.permission}"
-                )
+            wanted = op.action(self, request)
+            actions = wanted if isinstance(wanted, list) else [wanted]
+            for action in actions:
+                if action is not None and not await allowed(
+                    self._registry.authorize, self._request, action
+                ):
+                    raise ProtocolError(
+                        ErrorCode.FORBIDDEN, f"not allowed: {action.permission}"
+                    )
         return await op.handler(self, request)
 
     async def _fail(
-        self, request_id: int | None, code: ErrorCode | str, message: str
+        self,
+        request_id: int | None,
+        code: ErrorCode | str,
+        message: str,
+        position: int | None = None,
     ) -> None:
         self._registry.counters.errors[str(code)] += 1
-        await self._send(encode_error(request_id, code, message), reply=True)
+        await self._send(encode_error(request_id, code, message, position), reply=True)
 
     # writing
     async def deliver(self, frame: bytes) -> bool:
@@ -397,6 +416,10 @@ class ProtocolConnection:
             self._registry.counters.frames_out += 1
             return True
         return await self._send(frame, reply=False)
+
+    async def send(self, frame: bytes) -> bool:
+        """Send an encoded frame that a full queue must not drop."""
+        return await self._send(frame, reply=True)
 
     async def _send(self, frame: bytes, *, reply: bool) -> bool:
         if self._gone or self._ws.closed:

@@ -24,6 +24,14 @@ Publisher = Callable[[bytes], Awaitable[Collection[str]]]
 _FAILED = object()
 
 
+class NodeGoneError(ConnectionError):
+    """The node a call waited on left the cluster, or could not be reached."""
+
+
+_ONE_WAY = 0
+"""The call id of a frame that wants no reply (:meth:`NodeBus.tell`)."""
+
+
 class _PendingCall:
     def __init__(self, nodes: Iterable[str]) -> None:
         self.waiting = set(nodes)
@@ -71,7 +79,12 @@ class NodeBus:
         self._tasks = tasks
         self._handlers: dict[str, CallHandler] = {}
         self._inline: set[str] = set()
+        self.on_nodes_left: list[Callable[[set[str]], None]] = []
+        """Called with the nodes that left the cluster (services fail their
+        work waiting on them)."""
         self._calls: dict[int, _PendingCall] = {}
+        # one-node calls: [the node (None until a publisher named it), waiter]
+        self._single: dict[int, list[Any]] = {}
         self._call_ids = itertools.count(1)
 
     def handle(self, kind: str, handler: CallHandler, *, inline: bool = False) -> None:
@@ -143,6 +156,64 @@ class NodeBus:
         finally:
             del self._calls[call_id]
 
+    async def call_one(
+        self,
+        target: str | Callable[[bytes], Awaitable[str]],
+        kind: str,
+        body: JSONDict,
+        *,
+        timeout: float,
+    ) -> Any:
+        """Call one node (``target``, or the node a publisher names) for its reply.
+
+        A publisher gets the encoded frame, publishes it and returns the node
+        it reached; what it raises is raised.
+
+        :raises NodeGoneError: the node is not listening, could not be
+            reached, failed to answer, or left the cluster meanwhile
+            (:meth:`nodes_left`): the caller learns it at once.
+        :raises TimeoutError: no reply within ``timeout`` seconds.
+        """
+        call_id = next(self._call_ids)
+        frame = _encode(kind, self.node_id, call_id, body)
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        entry = [target if isinstance(target, str) else None, waiter]
+        self._single[call_id] = entry
+        try:
+            async with asyncio.timeout(timeout):
+                if isinstance(target, str):
+                    if not await self._backend.publish(target, frame):
+                        raise NodeGoneError(f"node {target} is not listening")
+                else:
+                    entry[0] = await target(frame)
+                return await waiter
+        finally:
+            del self._single[call_id]
+
+    async def tell(self, node_id: str, kind: str, body: JSONDict) -> bool:
+        """Send a frame that wants no reply; False if the node is not listening.
+
+        :raises BackendUnavailableError: the backend cannot be reached.
+        """
+        return await self._backend.publish(
+            node_id, _encode(kind, self.node_id, _ONE_WAY, body)
+        )
+
+    def nodes_left(self, nodes: Iterable[str]) -> None:
+        """Nodes left the cluster (died, or stopped): fail the calls waiting on them."""
+        gone = set(nodes)
+        for node_id, waiter in self._single.values():
+            if node_id in gone and not waiter.done():
+                waiter.set_exception(NodeGoneError(f"node {node_id} left the cluster"))
+        for pending in self._calls.values():
+            for node_id in gone & pending.waiting:
+                pending.give_up(node_id)
+        for callback in self.on_nodes_left:
+            try:
+                callback(gone)
+            except Exception:
+                logger.exception("A nodes-left callback failed")
+
     async def _publish_to(self, node_id: str, kind: str, frame: bytes) -> bool:
         try:
             listening = await self._backend.publish(node_id, frame)
@@ -174,6 +245,17 @@ class NodeBus:
             )
             return
         if kind in ("reply", "failed"):
+            single = self._single.get(call_id)
+            if single is not None:
+                node_id, waiter = single
+                if node_id in (sender, None) and not waiter.done():
+                    if kind == "reply":
+                        waiter.set_result(body)
+                    else:
+                        waiter.set_exception(
+                            NodeGoneError(f"node {sender} failed to answer")
+                        )
+                return
             pending = self._calls.get(call_id)
             if pending is None:
                 return
@@ -190,6 +272,14 @@ class NodeBus:
         if handler is None:
             logger.error("Dropped a node frame of unknown kind %.40r", kind)
             return
+        if call_id == _ONE_WAY:
+            if kind in self._inline:
+                await self._take(handler, kind, sender, body)
+                return
+            self._tasks.spawn(
+                self._take(handler, kind, sender, body), name=f"nodebus-{kind}"
+            )
+            return
         if kind in self._inline:
             frame = await self._run(handler, kind, sender, call_id, body)
             self._tasks.spawn(
@@ -200,6 +290,14 @@ class NodeBus:
             self._answer(handler, kind, sender, call_id, body),
             name=f"nodebus-{kind}-{call_id}",
         )
+
+    async def _take(
+        self, handler: CallHandler, kind: str, sender: str, body: Any
+    ) -> None:
+        try:
+            await handler({**body, "from": sender} if isinstance(body, dict) else body)
+        except Exception:
+            logger.exception("Taking %r from node %s failed", kind, sender)
 
     async def _answer(
         self, handler: CallHandler, kind: str, sender: str, call_id: int, body: Any

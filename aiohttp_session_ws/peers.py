@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+import logging
+from collections.abc import Callable, Hashable, Iterator
 from typing import Protocol
+
+logger = logging.getLogger("aiohttp_session_ws")
 
 
 class Peer(Protocol):
@@ -28,7 +31,14 @@ class Peer(Protocol):
         """Send an encoded push frame; False if the connection is gone.
 
         It never waits on a slow client: the frame waits in the connection's
-        bounded queue instead.
+        bounded queue instead, and may be dropped from it (see ``overflow``).
+        """
+
+    async def send(self, frame: bytes) -> bool:
+        """Send an encoded frame that must not be dropped (a request to handle).
+
+        Like :meth:`deliver`, but a full queue closes the connection rather
+        than drop it. False if the connection is gone.
         """
 
 
@@ -40,6 +50,8 @@ class Peers:
     def __init__(self) -> None:
         self._by_session: dict[Hashable, tuple[Peer, ...]] = {}
         self._count = 0
+        self.on_discard: list[Callable[[Peer], None]] = []
+        """Called with each connection that closed (services drop what it held)."""
 
     def __len__(self) -> int:
         return self._count
@@ -62,6 +74,11 @@ class Peers:
             self._by_session[peer.session_ws_id] = rest
         else:
             del self._by_session[peer.session_ws_id]
+        for callback in self.on_discard:
+            try:
+                callback(peer)
+            except Exception:
+                logger.exception("A closed-connection callback failed")
 
     def of(self, session_ws_id: Hashable) -> tuple[Peer, ...]:
         """The open protocol connections of one session (a snapshot)."""

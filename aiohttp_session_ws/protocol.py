@@ -35,6 +35,13 @@ class ErrorCode(str, enum.Enum):
     TIMEOUT = "timeout"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    # messaging (see :doc:`/messaging`)
+    NO_HANDLER = "no_handler"
+    NO_SUCH_SESSION = "no_such_session"
+    REJECTED = "rejected"
+    SESSION_CLOSED = "session_closed"
+    HANDLER_CONFLICT = "handler_conflict"
+    BAD_FILTER = "bad_filter"
 
     def __str__(self) -> str:
         return self.value
@@ -184,8 +191,23 @@ class Op(Generic[C]):
     args: Mapping[str, Arg] = field(default_factory=dict)
     action: Callable[[C, Request], Any] | None = None
     """Says what a request reaches beyond its own session (an
-    :class:`~aiohttp_session_ws.authorization.Action`, which the policy is
-    asked about), or returns ``None`` when it stays within it."""
+    :class:`~aiohttp_session_ws.authorization.Action`, or a list of them,
+    which the policy is asked about, each), or returns ``None`` when it
+    stays within it."""
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp(Generic[C]):
+    """What an op handler returns to send its result, then more frames.
+
+    The dispatcher sends ``result`` as the request's ``result`` frame, then
+    awaits ``then(connection)`` in the same request (so it counts as
+    pending, and ends when the connection does): a filter send forwards its
+    responses this way, each after the count.
+    """
+
+    result: Any
+    then: Callable[[C], Awaitable[None]]
 
 
 class OpTable(Generic[C]):
@@ -301,7 +323,7 @@ class FrameError(ProtocolError):
         self.request_id = request_id
 
 
-_SERVER_OPS = frozenset({"hello", "result", "error", "push"})
+_SERVER_OPS = frozenset({"hello", "result", "error", "push", "request", "response"})
 """Ops of server frames: never client ops."""
 
 
@@ -328,11 +350,22 @@ def encode_result(request_id: int, data: Any) -> bytes:
     return encode({"op": "result", "id": request_id, "data": data})
 
 
-def encode_error(request_id: int | None, code: ErrorCode | str, message: str) -> bytes:
-    """An ``error`` frame."""
-    return encode(
-        {"op": "error", "id": request_id, "code": str(code), "message": message}
-    )
+def encode_error(
+    request_id: int | None,
+    code: ErrorCode | str,
+    message: str,
+    position: int | None = None,
+) -> bytes:
+    """An ``error`` frame; ``position`` for a ``bad_filter`` error."""
+    frame: dict[str, Any] = {
+        "op": "error",
+        "id": request_id,
+        "code": str(code),
+        "message": message,
+    }
+    if position is not None:
+        frame["position"] = position
+    return encode(frame)
 
 
 def encode_push(data: Any) -> bytes:

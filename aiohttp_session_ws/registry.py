@@ -27,6 +27,8 @@ from .backends.base import Backend, NodeHooks
 from .backends.memory import MemoryBackend
 from .closing import Closing, close_sockets
 from .ids import check_session_ws_id, local_id, redact, wire_id
+from .messaging.ops import messaging_ops
+from .messaging.service import Messaging
 from .nodebus import NodeBus
 from .origins import normalize_origins
 from .peers import Peers
@@ -163,8 +165,12 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
             timeout=close_timeout,
         )
         """Close-all across the cluster."""
+        self.messaging = Messaging(self.backend, self._bus, self.peers, self._tasks)
+        """Request-response messaging: to a path, a session, a filter."""
         self.ops.add(Op("ping", _ping))
         self.ops.add(properties_op(self.sessions))
+        for op in messaging_ops(self.messaging, lambda: self.limits.request_timeout):
+            self.ops.add(op)
         self.backend.attach(
             self.node_id,
             NodeHooks(
@@ -173,6 +179,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
                 on_reconnect=self.closing.backend_reconnected,
                 on_sessions_started=self.sessions.report_started,
                 on_sessions_ended=self.sessions.report_ended,
+                on_nodes_left=self._bus.nodes_left,
             ),
         )
 

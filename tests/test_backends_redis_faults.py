@@ -520,7 +520,8 @@ async def test_a_node_with_many_sessions_resyncs_in_batches(
     write = backend._write
 
     def counting(*args: Any, **kwargs: Any) -> Any:
-        batches.append((len(kwargs["args"]) - 5) // 5)  # tag, node, lease, reset, grace
+        # tag, node, lease, reset, grace; then 6 values per session
+        batches.append((len(kwargs["args"]) - 5) // 6)
         return write(*args, **kwargs)
 
     monkeypatch.setattr(backend, "_write", counting)

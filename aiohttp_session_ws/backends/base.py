@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import abc
+import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 FrameHandler = Callable[[bytes], Awaitable[None]]
 """Receives a frame that another node published to this node."""
@@ -42,6 +44,9 @@ class NodeHooks:
     """Sessions whose end this node's call decided (grace period over, the
     node holding their last connection reaped, or :meth:`SessionStore.end`):
     each end is reported to one node only."""
+    on_nodes_left: Callable[[list[str]], None] = lambda nodes: None
+    """Nodes that left the cluster (stopped, or reaped after they died):
+    work waiting on them will not be answered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +112,75 @@ class SessionStore(abc.ABC):
         :attr:`NodeHooks.on_sessions_ended`.
         """
 
+    async def properties_of_many(
+        self, session_ids: Sequence[str]
+    ) -> list[dict[str, str] | None]:
+        """:meth:`properties` of each session, in order (a backend batches them)."""
+        return list(await asyncio.gather(*map(self.properties, session_ids)))
+
+
+@dataclass(frozen=True, slots=True)
+class AddressedRoute:
+    """The answer to :meth:`HandlerStore.publish_addressed`."""
+
+    status: Literal["sent", "no_session", "no_handler", "unreachable"]
+    """``sent`` to :attr:`node`; or no live session has the handle; or no
+    other node's connection of it handles the path; or the chosen node
+    does not listen."""
+    node: str | None = None
+    """The node the frame was published to."""
+
+
+class HandlerStore(abc.ABC):
+    """Where the cluster's request handlers are: by path, and by session.
+
+    A node notes its own registrations here without waiting (a backend
+    that talks to a server writes them in the background, in order with
+    presence); they live with the node's lease and go when it dies.
+    """
+
+    @abc.abstractmethod
+    def add_path(self, path: str) -> None:
+        """Count one more handler of this node for requests sent to ``path``."""
+
+    @abc.abstractmethod
+    def remove_path(self, path: str) -> None:
+        """Count one handler less of this node for ``path``."""
+
+    @abc.abstractmethod
+    def set_addressed(self, session_id: str, paths: frozenset[str]) -> None:
+        """Record the paths this node's connections of the session handle.
+
+        Those are the paths they serve when a request is addressed to the
+        session (empty: none).
+        """
+
+    @abc.abstractmethod
+    def route(self, prefixes: Sequence[str]) -> tuple[str, frozenset[str]] | None:
+        """The first of ``prefixes`` that a live node handles, and those nodes.
+
+        This node's own registrations count at once. ``None`` when no node
+        handles any of them. Never waits on a server.
+
+        :raises BackendUnavailableError: the other nodes' registrations are
+            not known now (an outage, or a resync under way).
+        """
+
+    @abc.abstractmethod
+    async def publish_addressed(
+        self, handle: str, prefixes: Sequence[str], frame: bytes, pick: float
+    ) -> AddressedRoute:
+        """Publish ``frame`` to another node that serves the session ``handle``.
+
+        That node's connection of the session handles the first possible of
+        ``prefixes`` when addressed. Among nodes with an equally specific
+        path, ``pick`` (in [0, 1)) chooses one. At most one round trip to a
+        server.
+        """
+
+    async def flush(self) -> None:  # noqa: B027 (by default: nothing to wait for)
+        """Wait until this node's notes so far reached the server (if it is up)."""
+
 
 class Backend(abc.ABC):
     """Cluster state and node-to-node transport for one node's registry.
@@ -129,6 +203,9 @@ class Backend(abc.ABC):
 
     session_store: SessionStore
     """The live sessions, their handles and properties."""
+
+    handler_store: HandlerStore
+    """Where the request handlers of the cluster are."""
 
     def attach(self, node_id: str, hooks: NodeHooks) -> None:
         """Bind this backend to the registry of node ``node_id``."""

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import hashlib
 import hmac
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from .base import Backend, PropertyValues, SessionClosed, SessionStore
+from .base import (
+    AddressedRoute,
+    Backend,
+    HandlerStore,
+    PropertyValues,
+    SessionClosed,
+    SessionStore,
+)
 
 logger = logging.getLogger("aiohttp_session_ws.memory")
 
@@ -56,6 +64,11 @@ class MemoryHub:
         """Live session id -> its user properties."""
         self.grace: dict[str, tuple[asyncio.TimerHandle, str]] = {}
         """Session id in its grace period -> its timer, and the node that began it."""
+        self.paths: dict[str, collections.Counter[str]] = {}
+        """Node id -> its request handlers per path."""
+        self.addressed: dict[str, dict[str, frozenset[str]]] = {}
+        """Session id -> node id -> the paths its connections there handle
+        when a request is addressed to the session."""
 
     def came(self, session_id: str) -> bool:
         """A session's first connection came: resume its grace, or start it.
@@ -154,6 +167,68 @@ class MemorySessionStore(SessionStore):
         return self.hub.end(session_id)
 
 
+class MemoryHandlerStore(HandlerStore):
+    """The request handlers of a :class:`MemoryHub`'s nodes."""
+
+    def __init__(self, hub: MemoryHub, backend: MemoryBackend) -> None:
+        self.hub = hub
+        self._backend = backend
+
+    def add_path(self, path: str) -> None:
+        """Count one more handler of ``path`` on this node."""
+        self.hub.paths.setdefault(self._backend.node_id, collections.Counter())[
+            path
+        ] += 1
+
+    def remove_path(self, path: str) -> None:
+        """Count one handler less of ``path`` on this node."""
+        counts = self.hub.paths.get(self._backend.node_id)
+        if counts is not None and counts[path] > 0:
+            counts[path] -= 1
+            if not counts[path]:
+                del counts[path]
+
+    def set_addressed(self, session_id: str, paths: frozenset[str]) -> None:
+        """Record the session's addressed paths on this node."""
+        nodes = self.hub.addressed.setdefault(session_id, {})
+        if paths:
+            nodes[self._backend.node_id] = paths
+        else:
+            nodes.pop(self._backend.node_id, None)
+            if not nodes:
+                del self.hub.addressed[session_id]
+
+    def route(self, prefixes: Sequence[str]) -> tuple[str, frozenset[str]] | None:
+        """Look the paths up in the hub."""
+        for path in prefixes:
+            nodes = frozenset(
+                node for node, counts in self.hub.paths.items() if counts.get(path)
+            )
+            if nodes:
+                return path, nodes
+        return None
+
+    async def publish_addressed(
+        self, handle: str, prefixes: Sequence[str], frame: bytes, pick: float
+    ) -> AddressedRoute:
+        """Choose the node in the hub, and queue ``frame`` for it."""
+        session_id = self.hub.handles.get(handle)
+        if session_id is None:
+            return AddressedRoute("no_session")
+        here = self._backend.node_id
+        nodes = self.hub.addressed.get(session_id, {})
+        for path in prefixes:
+            found = sorted(
+                n for n, paths in nodes.items() if path in paths and n != here
+            )
+            if found:
+                node = found[int(pick * len(found))]
+                if await self._backend.publish(node, frame):
+                    return AddressedRoute("sent", node)
+                return AddressedRoute("unreachable", node)
+        return AddressedRoute("no_handler")
+
+
 class MemoryBackend(Backend):
     """Keeps presence in a :class:`MemoryHub` and delivers frames through queues.
 
@@ -164,6 +239,7 @@ class MemoryBackend(Backend):
     def __init__(self, hub: MemoryHub | None = None) -> None:
         self.hub = hub if hub is not None else MemoryHub()
         self.session_store: MemorySessionStore = MemorySessionStore(self.hub)
+        self.handler_store: MemoryHandlerStore = MemoryHandlerStore(self.hub, self)
         self._listener: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -193,6 +269,11 @@ class MemoryBackend(Backend):
                 del self.hub.nodes[self._node_id]
             for session_id in list(self.hub.presence):
                 self._drop(session_id, self._node_id)
+            self.hub.paths.pop(self._node_id, None)
+            for session_id in list(self.hub.addressed):
+                self.handler_store.set_addressed(session_id, frozenset())
+            for other in list(self.hub.nodes.values()):
+                other._node_left(self._node_id)
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.cancel()
@@ -231,6 +312,10 @@ class MemoryBackend(Backend):
             del self.hub.presence[session_id]
             if self.hub.gone(session_id, self):
                 self.report_ended([session_id])
+
+    def _node_left(self, node_id: str) -> None:
+        if self._hooks is not None:
+            self._report(self._hooks.on_nodes_left, [node_id])
 
     def report_ended(self, sessions: list[str]) -> None:
         """Tell this node's registry of session ends its call decided."""

@@ -39,6 +39,7 @@ from ..base import (
     SessionClosed,
 )
 from . import scripts
+from .handlers import NODE_GONE, PATH_ADDED, PATH_REMOVED, RedisHandlerStore
 from .sessions import RedisSessionStore
 
 logger = logging.getLogger("aiohttp_session_ws.redis")
@@ -165,6 +166,8 @@ class RedisBackend(Backend):
         self.session_store: RedisSessionStore = RedisSessionStore(
             self.client, self._tag, self._run, self._command, self._flush, handle_key
         )
+        self.handler_store: RedisHandlerStore = RedisHandlerStore(self)
+        self.handler_store.on_nodes_gone = self._nodes_gone
         # this node's connections (with when they opened), which the writer
         # mirrors into Redis
         self._local: dict[str, dict[str, float]] = {}
@@ -269,6 +272,7 @@ class RedisBackend(Backend):
         deadline = time.monotonic() + self.command_timeout
         await self._check_configuration()
         self._subscribed_once = self._missed = self._hearing = False
+        self.handler_store.forget()
         self._confirm_after = self._pings_sent
         self._epoch = self._synced_epoch + 1
         self._stopping = asyncio.Event()
@@ -545,6 +549,8 @@ class RedisBackend(Backend):
                 self._heard_ping(frame)
             elif frame.startswith((_HOLD, _DROP)):
                 self._holder_note(frame)
+            elif frame.startswith((PATH_ADDED, PATH_REMOVED, NODE_GONE)):
+                self.handler_store.note(frame)
             return
         try:
             await self.deliver(frame)
@@ -566,7 +572,15 @@ class RedisBackend(Backend):
             self._early_holds.setdefault(session, set()).add(node)
 
     # health
+    def _nodes_gone(self, nodes: list[str]) -> None:
+        if self._hooks is not None:
+            try:
+                self._hooks.on_nodes_left(nodes)
+            except Exception:
+                logger.exception("The on_nodes_left hook failed on %s", self.node_id)
+
     def _new_epoch(self) -> None:
+        self.handler_store.forget()
         self._others.clear()
         self._early_holds.clear()
         self._epoch += 1
@@ -612,6 +626,11 @@ class RedisBackend(Backend):
         self._noted += 1
         self._wake.set()
 
+    def _note_handlers(self) -> None:
+        """Note a change of this node's handler paths: the writer writes them."""
+        self._noted += 1
+        self._wake.set()
+
     async def _write_presence_once(self) -> None:
         """Mirror ``_local`` into Redis: a full reset after a failure, else changes."""
         await self._wake.wait()
@@ -626,11 +645,29 @@ class RedisBackend(Backend):
             sessions, epoch, reset
         ):
             return
+        if not await self._write_handlers(epoch, reset):
+            return
         self._written = noted
         self._release_flush_waiters()
         if reset and self._epoch == epoch:
             self._synced_epoch = epoch
             self._maybe_healthy()
+
+    async def _write_handlers(self, epoch: int, reset: bool) -> bool:
+        """Write this node's handler paths; after a reset read the others'.
+
+        False if it stopped short (the next round tries again).
+        """
+        store = self.handler_store
+        try:
+            if not await store.write(reset):
+                self._rejoin(1)
+                return False
+            if reset and self._epoch == epoch:
+                await store.read_table()
+        except BackendUnavailableError:
+            return False  # the heartbeat or the listener wakes us when it is back
+        return True
 
     async def _write_batches(
         self, sessions: list[str], epoch: int, reset: bool
@@ -680,9 +717,10 @@ class RedisBackend(Backend):
                 handle = self.session_store.handle_of(session_id)
                 newest_us = int(max(opened.values()) * 1e6)
                 want = int(session_id not in self._others)
-                args += [session_id, len(opened), handle, newest_us, want]
+                addressed = self.handler_store.addressed_of(session_id)
+                args += [session_id, len(opened), handle, newest_us, want, addressed]
             else:
-                args += [session_id, 0, "", 0, 0]
+                args += [session_id, 0, "", 0, 0, ""]
         # the holders it tells are kept only if this node heard every note
         # sent since: subscribed before the script ran, and all along
         epoch, subscription = self._epoch, self._subscriptions

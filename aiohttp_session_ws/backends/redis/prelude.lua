@@ -87,6 +87,7 @@ end
 local function release(node, sid, grace)
   local skey = T .. ':session:' .. sid
   redis.call('HDEL', T .. ':node:' .. node, sid)
+  redis.call('HDEL', T .. ':addr:' .. sid, node)
   local held = redis.call('HDEL', skey, node) == 1
   if redis.call('EXISTS', skey) == 0 then
     redis.call('SREM', T .. ':sessions', sid)
@@ -96,11 +97,21 @@ local function release(node, sid, grace)
   end
 end
 
+-- publish note to the inbox of every live node but skip
+local function tell_nodes(note, skip)
+  for _, other in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], num(now), '+inf')) do
+    if other ~= skip then redis.call('PUBLISH', T .. ':inbox:' .. other, note) end
+  end
+end
+
+-- a node leaves (or is reaped): its presence and handlers go, and every
+-- live node hears that it is gone (work waiting on it fails at once)
 local function drop_node(node, grace)
   local nkey = T .. ':node:' .. node
   local sids = redis.call('HKEYS', nkey)
   for _, sid in ipairs(sids) do release(node, sid, grace) end
-  redis.call('DEL', nkey, T .. ':stale:' .. node)
+  redis.call('DEL', nkey, T .. ':stale:' .. node, T .. ':paths:' .. node)
+  tell_nodes('\0gone:' .. node, node)
   return #sids
 end
 

@@ -16,7 +16,10 @@ Keys, with ``T`` the tag (``{prefix}``):
 ``T:handle:<handle>`` (string: the live session of that handle),
 ``T:grace`` (zset: session -> end of its grace period),
 ``T:props:<session>`` (hash: a live session's user properties),
-``T:handle_key`` (string: the cluster's key of public handles).
+``T:handle_key`` (string: the cluster's key of public handles),
+``T:paths:<node>`` (set: the paths the node's request handlers serve),
+``T:addr:<session>`` (hash: node -> the paths its connections of the
+session handle when a request is addressed to it, newline-separated).
 """
 
 from __future__ import annotations
@@ -49,3 +52,6 @@ END_SESSION = script("end_session")
 SET_PROPERTIES = script("set_properties")
 PROPERTIES = script("properties")
 HANDLE_KEY = script("handle_key")
+WRITE_PATHS = script("write_paths")
+HANDLER_TABLE = script("handler_table")
+PUBLISH_ADDRESSED = script("publish_addressed")

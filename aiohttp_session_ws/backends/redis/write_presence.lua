@@ -1,6 +1,8 @@
 -- ARGV: tag, node, lease_us, reset, grace_us,
 --   then per session: session, count, handle, newest_us, want (1: list its
---   other holders, which the node does not know)
+--   other holders, which the node does not know), addressed (the paths its
+--   connections here handle when a request is addressed to the session,
+--   newline-separated; '' for none)
 --   -> {now, membership, {session, closed_at_us, ...}, started, ended,
 --       {session, {other holder, ...}, ...}}
 -- The last part lists the other holders of each session this node begins to
@@ -28,11 +30,16 @@ if reset % 2 == 1 then
   end
 end
 local closed, holders = {}, {}
-for i = 6, #ARGV, 5 do
+for i = 6, #ARGV, 6 do
   local sid, count = ARGV[i], tonumber(ARGV[i + 1])
   redis.call('SREM', stale, sid)
   if count > 0 then
     local added = hold(node, sid, count, ARGV[i + 2], tonumber(ARGV[i + 3]))
+    if ARGV[i + 5] ~= '' then
+      redis.call('HSET', T .. ':addr:' .. sid, node, ARGV[i + 5])
+    else
+      redis.call('HDEL', T .. ':addr:' .. sid, node)
+    end
     if added or reset > 0 or ARGV[i + 4] == '1' then
       holders[#holders + 1] = sid
       holders[#holders + 1] = other_holders(sid, node)

@@ -1,0 +1,33 @@
+-- ARGV: tag, handle, node, pick, frame, path... (most specific first)
+--   -> {status, chosen node}: 0 sent, 1 no live session has the handle,
+--   2 no other live node's connection of it handles a path, 3 the chosen
+--   node does not listen.
+-- Among the other live holders whose connections handle the most specific
+-- path, pick (in [0, 1)) chooses one, in node id order.
+local sid = redis.call('GET', T .. ':handle:' .. ARGV[2])
+if not sid then return {1, false} end
+local addressed = redis.call('HGETALL', T .. ':addr:' .. sid)
+local paths_of = {}
+for i = 1, #addressed, 2 do
+  local node = addressed[i]
+  if node ~= ARGV[3] and is_live(node) then
+    local set = {}
+    for path in string.gmatch(addressed[i + 1], '[^\n]+') do set[path] = true end
+    paths_of[node] = set
+  end
+end
+for i = 6, #ARGV do
+  local found = {}
+  for node, set in pairs(paths_of) do
+    if set[ARGV[i]] then found[#found + 1] = node end
+  end
+  if #found > 0 then
+    table.sort(found)
+    local node = found[math.floor(tonumber(ARGV[4]) * #found) + 1]
+    if redis.call('PUBLISH', T .. ':inbox:' .. node, ARGV[5]) > 0 then
+      return {0, node}
+    end
+    return {3, node}
+  end
+end
+return {2, false}

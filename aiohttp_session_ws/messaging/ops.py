@@ -1,0 +1,222 @@
+"""The messaging ops of the protocol (see :doc:`/protocol` and :doc:`/messaging`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..authorization import (
+    REGISTER_HANDLER,
+    SEND_TO_PATH,
+    SEND_TO_SESSION,
+    VIEW_SESSION,
+    Action,
+)
+from ..peers import Peer
+from ..protocol import Arg, ErrorCode, FollowUp, Op, ProtocolError, Request, encode
+from .responses import FilterResponses
+from .service import DEFAULT_TIMEOUT, Messaging
+
+logger = logging.getLogger("aiohttp_session_ws.messaging")
+
+
+def messaging_ops(
+    messaging: Messaging, max_timeout: Callable[[], float]
+) -> list[Op[Peer]]:
+    """The messaging ops, for the registry's op table.
+
+    They are ``add_handler``, ``remove_handler``, ``send_to_path``,
+    ``send_to_session``, ``send_to_filter`` and ``respond``.
+
+    ``max_timeout`` gives the longest a request may wait (the connection's
+    ``request_timeout``).
+    """
+
+    def timeout_of(request: Request) -> float:
+        timeout = request.args.get("timeout", DEFAULT_TIMEOUT)
+        if not timeout > 0:
+            raise ProtocolError(ErrorCode.BAD_FRAME, "timeout must be positive")
+        return float(min(timeout, max_timeout()))
+
+    async def add_handler(peer: Peer, request: Request) -> dict[str, Any]:
+        args = request.args
+        properties = args.get("properties", [])
+        if not all(isinstance(p, str) and p for p in properties):
+            raise ProtocolError(
+                ErrorCode.BAD_FRAME, "properties must be non-empty strings"
+            )
+        with _bad_path():
+            messaging.add_connection_handler(
+                peer, args["path"], bool(args.get("addressed", False)), properties
+            )
+        await messaging.flush()
+        return {}
+
+    def add_handler_action(peer: Peer, request: Request) -> list[Action]:
+        path = request.args.get("path")
+        actions = [Action("add_handler", REGISTER_HANDLER, path=path)]
+        if request.args.get("properties"):
+            actions.append(Action("add_handler", VIEW_SESSION, path=path))
+        return actions
+
+    async def remove_handler(peer: Peer, request: Request) -> dict[str, Any]:
+        args = request.args
+        removed = messaging.remove_connection_handler(
+            peer, args["path"], bool(args.get("addressed", False))
+        )
+        return {"removed": removed}
+
+    async def send_to_path(peer: Peer, request: Request) -> Any:
+        args = request.args
+        with _bad_path():
+            return await messaging.send_to_path(
+                args["path"], args.get("data"), timeout_of(request), peer
+            )
+
+    async def send_to_session(peer: Peer, request: Request) -> Any:
+        args = request.args
+        with _bad_path():
+            return await messaging.send_to_session(
+                args["path"],
+                args["session"],
+                args.get("data"),
+                timeout_of(request),
+                peer,
+            )
+
+    async def send_to_filter(peer: Peer, request: Request) -> FollowUp[Peer]:
+        args = request.args
+        with _bad_path():
+            responses = await messaging.send_to_filter(
+                args["filter"],
+                args["path"],
+                args.get("data"),
+                timeout_of(request),
+                peer,
+            )
+
+        async def forward(connection: Peer) -> None:
+            await _forward(connection, request.id, responses)
+
+        return FollowUp({"expected": responses.expected}, forward)
+
+    async def respond(peer: Peer, request: Request) -> dict[str, Any]:
+        args = request.args
+        messaging.respond(
+            peer, args["conversation"], args.get("data"), args.get("error")
+        )
+        return {}
+
+    data = Arg("any")
+    timeout = Arg("number")
+    return [
+        Op(
+            "add_handler",
+            add_handler,
+            {
+                "path": Arg("str", required=True),
+                "addressed": Arg("bool"),
+                "properties": Arg("array"),
+            },
+            add_handler_action,
+        ),
+        Op(
+            "remove_handler",
+            remove_handler,
+            {"path": Arg("str", required=True), "addressed": Arg("bool")},
+        ),
+        Op(
+            "send_to_path",
+            send_to_path,
+            {"path": Arg("str", required=True), "data": data, "timeout": timeout},
+            lambda peer, r: Action("send_to_path", SEND_TO_PATH, path=r.args["path"]),
+        ),
+        Op(
+            "send_to_session",
+            send_to_session,
+            {
+                "path": Arg("str", required=True),
+                "session": Arg("str", required=True),
+                "data": data,
+                "timeout": timeout,
+            },
+            lambda peer, r: Action(
+                "send_to_session",
+                SEND_TO_SESSION,
+                session=r.args["session"],
+                path=r.args["path"],
+            ),
+        ),
+        Op(
+            "send_to_filter",
+            send_to_filter,
+            {
+                "filter": Arg("str", required=True),
+                "path": Arg("str", required=True),
+                "data": data,
+                "timeout": timeout,
+            },
+            lambda peer, r: Action(
+                "send_to_filter",
+                SEND_TO_SESSION,
+                path=r.args["path"],
+                filter=r.args["filter"],
+            ),
+        ),
+        Op(
+            "respond",
+            respond,
+            {
+                "conversation": Arg("int", required=True),
+                "data": data,
+                "error": Arg("str"),
+            },
+        ),
+    ]
+
+
+@contextlib.contextmanager
+def _bad_path() -> Iterator[None]:
+    """Turn an invalid path (``ValueError``) into a ``bad_frame`` error."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ProtocolError(ErrorCode.BAD_FRAME, str(exc)) from None
+
+
+async def _forward(peer: Peer, request_id: int, responses: FilterResponses) -> None:
+    """Send a filter send's responses to its client, then the end."""
+    async for response in responses:
+        frame: dict[str, Any] = {
+            "op": "response",
+            "request": request_id,
+            "session": response.session,
+        }
+        if response.error is None:
+            frame["data"] = response.value
+        else:
+            frame["error"] = {
+                "code": str(response.error.code),
+                "message": response.error.message,
+            }
+        try:
+            encoded = encode(frame)
+        except (TypeError, ValueError):
+            logger.error("A filter response is not JSON-able; sent as an error")
+            frame.pop("data", None)
+            frame["error"] = {"code": "rejected", "message": "the handler failed"}
+            encoded = encode(frame)
+        if not await peer.send(encoded):
+            return
+    await peer.send(
+        encode(
+            {
+                "op": "response",
+                "request": request_id,
+                "done": True,
+                "unanswered": sorted(responses.unanswered),
+            }
+        )
+    )

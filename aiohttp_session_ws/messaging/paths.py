@@ -1,0 +1,66 @@
+"""Message paths: which are valid, and the registered paths that serve one."""
+
+from __future__ import annotations
+
+import re
+
+MAX_PATH_LENGTH = 256
+"""Characters of a path at most."""
+MAX_SEGMENTS = 32
+"""Segments of a path at most."""
+
+_BAD_CHAR = re.compile(r"[\s\x00-\x1f\x7f\ud800-\udfff]")
+
+
+def check_path(path: object) -> str:
+    """Return ``path`` if it is a valid message path.
+
+    A path is ``/``-separated segments (``chat/rooms/42``): non-empty, at
+    most :data:`MAX_PATH_LENGTH` characters and :data:`MAX_SEGMENTS`
+    segments, with no empty segment (so no leading, trailing or double
+    ``/``), whitespace, control character or lone surrogate.
+
+    :raises ValueError: it is not.
+    """
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"a message path must be a non-empty string, not {path!r:.60}")
+    if len(path) > MAX_PATH_LENGTH:
+        raise ValueError(
+            f"message path {path[:40]!r}… is over {MAX_PATH_LENGTH} characters"
+        )
+    if _BAD_CHAR.search(path):
+        raise ValueError(
+            f"message path {path[:40]!r} holds whitespace, a control character "
+            "or a lone surrogate"
+        )
+    segments = path.split("/")
+    if "" in segments:
+        raise ValueError(
+            f"message path {path[:40]!r} has an empty segment (a leading, "
+            "trailing or double '/')"
+        )
+    if len(segments) > MAX_SEGMENTS:
+        raise ValueError(f"message path {path[:40]!r} has over {MAX_SEGMENTS} segments")
+    return path
+
+
+def prefixes(path: str) -> list[str]:
+    """The paths that can serve ``path``, most specific first.
+
+    ``prefixes("a/b/c") == ["a/b/c", "a/b", "a"]``: a handler registered for
+    ``a/b`` serves every path below it that has no handler of its own.
+    """
+    found = [path]
+    end = path.rfind("/")
+    while end > 0:
+        found.append(path[:end])
+        end = path.rfind("/", 0, end)
+    return found
+
+
+def best_match(path: str, registered: object) -> str | None:
+    """The most specific path in ``registered`` (a container) serving ``path``."""
+    for candidate in prefixes(path):
+        if candidate in registered:  # type: ignore[operator]
+            return candidate
+    return None

@@ -488,6 +488,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
             overflow_closes=counters.overflow_closes,
             rate_closes=counters.rate_closes,
             pending_requests=counters.pending_requests,
+            **self.messaging.stats(),
         )
 
     async def schedule_close_all_session(

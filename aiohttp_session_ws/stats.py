@@ -47,6 +47,14 @@ class Stats:
     """Connections closed with 1008: over the rate limit too long."""
     pending_requests: int
     """Requests in progress now."""
+    message_handlers: int = 0
+    """Request handlers registered on this node (server code's and its
+    connections', by path and addressed)."""
+    requests_handled: int = 0
+    """Messaging requests waiting now for a client connection of this node to
+    respond."""
+    filter_sends: int = 0
+    """Filter sends of this node still waiting for responses."""
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a dict (for JSON, logs, a metrics exporter)."""

@@ -379,7 +379,7 @@ async def test_a_removed_or_closed_handler_takes_no_more_requests(
     await handler.close()
     error = await sender.call("send_to_session", path="gone", session=handler.handle)
     assert error["code"] in ("no_handler", "no_such_session")
-    assert registry_of(node).messaging.stats()["handlers"] == 0
+    assert registry_of(node).stats().message_handlers == 0
 
 
 async def test_a_handler_that_does_not_answer_times_out(

@@ -45,6 +45,11 @@ logger = logging.getLogger("aiohttp_session_ws.messaging")
 DEFAULT_TIMEOUT = 10.0
 """Seconds a request waits for its response unless told otherwise."""
 
+COUNT_TIMEOUT = 2.0
+"""Seconds a filter send waits for the other nodes to count their matching
+sessions (at most half its timeout); a node that has not answered by then
+is left out of it."""
+
 ALL_FIXED = "*F"
 """Asks for every fixed property of the sender (``$Principal``...)."""
 ALL_USER = "*U"
@@ -455,10 +460,16 @@ class Messaging:
             "caller": self.node_id,
             "timeout": timeout,
         }
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         local = await self._candidates(session_filter, path)
         try:
+            # a node that does not tell its sessions by then is left out
             replies = await self._bus.call_published(
-                self._backend.publish_to_all, "msg_filter", body, timeout=timeout
+                self._backend.publish_to_all,
+                "msg_filter",
+                body,
+                timeout=min(timeout / 2, COUNT_TIMEOUT),
             )
         except BackendUnavailableError as exc:
             raise MessagingUnavailableError(
@@ -492,12 +503,12 @@ class Messaging:
             responses,
             {node: set(conns.values()) for node, conns in per_node.items() if conns},
         )
-        go = {"id": filter_id, "path": path, "data": value, "timeout": timeout}
+        left = max(deadline - loop.time(), 0.0)
+        go = {"id": filter_id, "path": path, "data": value, "timeout": left}
         go.update(origin.body())
         if chosen:
             self._filter_sends[filter_id] = send
-            loop = asyncio.get_running_loop()
-            send.timer = loop.call_later(timeout, self._end_filter, filter_id)
+            send.timer = loop.call_at(deadline, self._end_filter, filter_id)
         for node, connections in per_node.items():
             if node == self.node_id:
                 continue
@@ -511,7 +522,7 @@ class Messaging:
         mine = [local[handle][1] for handle in per_node[self.node_id].values()]
         if mine:
             self._tasks.spawn(
-                self._serve_local_filter(filter_id, mine, value, path, timeout, origin),
+                self._serve_local_filter(filter_id, mine, value, path, left, origin),
                 name=f"filter-{filter_id}",
             )
         return responses
@@ -883,11 +894,11 @@ class Messaging:
             self._held.pop(key).timer.cancel()
 
     def stats(self) -> dict[str, int]:
-        """What this node's messaging holds now (cheap)."""
+        """What this node's messaging holds now, for the registry's stats (cheap)."""
         return {
-            "handlers": sum(len(h) for h in self._by_path.values())
+            "message_handlers": sum(len(h) for h in self._by_path.values())
             + sum(len(h) for paths in self._addressed.values() for h in paths.values()),
-            "conversations": len(self._conversations),
+            "requests_handled": len(self._conversations),
             "filter_sends": len(self._filter_sends),
         }
 

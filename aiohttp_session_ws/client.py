@@ -390,12 +390,44 @@ class Session:
                 ) from exc
             try:
                 return await asyncio.wait_for(future, wait)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise RequestTimeoutError(
                     ErrorCode.TIMEOUT, f"no answer to {op!r} within {wait} s"
                 ) from None
         finally:
             self._pending.pop(request_id, None)
+
+    async def _send_frame(self, op: str, args: dict[str, Any]) -> None:
+        """Send a frame that is not a request (no ``id``, no reply): an ``answer``.
+
+        :raises ConnectionLostError: the connection is not open.
+        :raises ProtocolError: ``too_large``: over the server's max_frame_size.
+        :raises TypeError: ``args`` hold something JSON cannot carry.
+        :raises ValueError: ``args`` hold a NaN or an infinity.
+        """
+        ws = self._ws
+        if self._state is not SessionState.CONNECTED or ws is None or ws.closed:
+            raise ConnectionLostError(
+                f"Cannot send {op!r}: the session is {self._state.value}"
+            )
+        text = json.dumps(
+            {"op": op, **args},
+            separators=(",", ":"),
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+        max_size = self.limits.get("max_frame_size")
+        if isinstance(max_size, int) and len(text.encode("utf-8")) > max_size:
+            raise ProtocolError(
+                ErrorCode.TOO_LARGE,
+                f"{op!r} is over the server's max_frame_size of {max_size} bytes",
+            )
+        try:
+            await ws.send_str(text)
+        except (ConnectionError, aiohttp.ClientError, RuntimeError) as exc:
+            raise ConnectionLostError(
+                f"Cannot send {op!r}: the connection is closing"
+            ) from exc
 
     async def ping_server(self) -> float:
         """Send a ``ping`` request; return its round trip in seconds.
@@ -542,7 +574,7 @@ class Session:
                 status=status,
                 retryable=status >= 500 or status in _RETRY_STATUSES,
             ) from exc
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise ConnectError(
                 f"No websocket upgrade from {self.url} within {self.request_timeout} s"
             ) from exc
@@ -558,7 +590,7 @@ class Session:
                 )
             try:
                 msg = await ws.receive(timeout=self.request_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ConnectError(
                     f"No hello from {self.url} within {self.request_timeout} s"
                 ) from None

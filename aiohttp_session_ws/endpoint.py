@@ -275,6 +275,15 @@ class ProtocolConnection:
         except FrameError as exc:
             await self._fail(exc.request_id, exc.code, exc.message)
             return
+        if not op.reply:  # not a request: served as it is read, no task
+            try:
+                await self._run(request, op)
+            except ProtocolError as exc:
+                await self._fail(None, exc.code, exc.message)
+            except Exception:
+                logger.exception("Op %r failed", request.op)
+                await self._fail(None, ErrorCode.INTERNAL, "the server failed")
+            return
         limits = self._registry.limits
         if counters.pending_requests and self._pending() >= limits.max_pending:
             await self._fail(
@@ -342,9 +351,9 @@ class ProtocolConnection:
 
     async def _answer(self, request: Request, op: Op[Any]) -> None:
         try:
-            data = await asyncio.wait_for(
-                self._run(request, op), self._registry.limits.request_timeout
-            )
+            # a timeout scope, not wait_for: no second task per request
+            async with asyncio.timeout(self._registry.limits.request_timeout):
+                data = await self._run(request, op)
             if isinstance(data, FollowUp):
                 follow_up: FollowUp[Any] | None = data
                 frame = encode_result(request.id, data.result)
@@ -356,7 +365,7 @@ class ProtocolConnection:
                 request.id, exc.code, exc.message, getattr(exc, "position", None)
             )
             return
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self._fail(request.id, ErrorCode.TIMEOUT, "the request took too long")
             return
         except BackendUnavailableError:

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
-from .backends.base import Backend
+from .backends.base import Backend, BackendUnavailableError
 from .tasks import TaskOwner
 
 logger = logging.getLogger("aiohttp_session_ws.nodebus")
@@ -144,7 +144,7 @@ class NodeBus:
                 return pending.replies
             try:
                 await asyncio.wait_for(asyncio.shield(pending.done), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 logger.warning(
                     "%d node(s) did not answer %r within %.1f s: %s",
                     len(pending.waiting),
@@ -173,6 +173,8 @@ class NodeBus:
             reached, failed to answer, or left the cluster meanwhile
             (:meth:`nodes_left`): the caller learns it at once.
         :raises TimeoutError: no reply within ``timeout`` seconds.
+        :raises BackendUnavailableError: the backend could not publish, or
+            this node's inbox lost its link meanwhile (:meth:`frames_lost`).
         """
         call_id = next(self._call_ids)
         frame = _encode(kind, self.node_id, call_id, body)
@@ -198,6 +200,20 @@ class NodeBus:
         return await self._backend.publish(
             node_id, _encode(kind, self.node_id, _ONE_WAY, body)
         )
+
+    def frames_lost(self) -> None:
+        """Fail the one-node calls waiting: this node's inbox lost its link.
+
+        Their replies may be lost; a caller learns it at once instead of at
+        its timeout (:meth:`call_one` raises BackendUnavailableError).
+        """
+        for _, waiter in self._single.values():
+            if not waiter.done():
+                waiter.set_exception(
+                    BackendUnavailableError(
+                        "this node lost its inbox: the reply may be lost"
+                    )
+                )
 
     def nodes_left(self, nodes: Iterable[str]) -> None:
         """Nodes left the cluster (died, or stopped): fail the calls waiting on them."""
@@ -283,7 +299,7 @@ class NodeBus:
         if kind in self._inline:
             frame = await self._run(handler, kind, sender, call_id, body)
             self._tasks.spawn(
-                self._backend.publish(sender, frame), name=f"nodebus-reply-{call_id}"
+                self._reply(sender, kind, frame), name=f"nodebus-reply-{call_id}"
             )
             return
         self._tasks.spawn(
@@ -303,7 +319,14 @@ class NodeBus:
         self, handler: CallHandler, kind: str, sender: str, call_id: int, body: Any
     ) -> None:
         frame = await self._run(handler, kind, sender, call_id, body)
-        await self._backend.publish(sender, frame)
+        await self._reply(sender, kind, frame)
+
+    async def _reply(self, sender: str, kind: str, frame: bytes) -> None:
+        try:
+            await self._backend.publish(sender, frame)
+        except BackendUnavailableError as exc:
+            # the caller fails or times out; its node hears of the outage too
+            logger.warning("Could not answer %r from node %s: %s", kind, sender, exc)
 
     async def _run(
         self, handler: CallHandler, kind: str, sender: str, call_id: int, body: Any

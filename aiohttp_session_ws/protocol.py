@@ -22,8 +22,11 @@ PROTOCOL_VERSION = 1
 MAX_ID = 2**53 - 1
 """The largest request id: the largest integer a JavaScript number holds exactly."""
 
+NO_ID = -1
+"""The :attr:`Request.id` of a frame of an op that takes no id (``reply=False``)."""
 
-class ErrorCode(str, enum.Enum):
+
+class ErrorCode(enum.StrEnum):
     """The stable ``code`` of an ``error`` frame (see :doc:`/protocol`)."""
 
     BAD_FRAME = "bad_frame"
@@ -42,9 +45,6 @@ class ErrorCode(str, enum.Enum):
     SESSION_CLOSED = "session_closed"
     HANDLER_CONFLICT = "handler_conflict"
     BAD_FILTER = "bad_filter"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class ProtocolError(Exception):
@@ -194,6 +194,11 @@ class Op(Generic[C]):
     :class:`~aiohttp_session_ws.authorization.Action`, or a list of them,
     which the policy is asked about, each), or returns ``None`` when it
     stays within it."""
+    reply: bool = True
+    """False for a frame that is not a request: it carries no ``id``, gets
+    no ``result`` (only an ``error`` frame with a null ``id`` when it is
+    refused), and its handler runs as the frame is read, so it must not
+    wait (the ``answer`` of a request the server sent)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +264,13 @@ class OpTable(Generic[C]):
         if not isinstance(frame, dict):
             raise FrameError(None, ErrorCode.BAD_FRAME, "not a JSON object")
         request_id = frame.pop("id", None)
-        if (
+        name = frame.pop("op", None)
+        op = self._ops.get(name) if isinstance(name, str) else None
+        if op is not None and not op.reply:
+            if request_id is not None:
+                raise FrameError(None, ErrorCode.BAD_FRAME, f"op {name!r} takes no id")
+            request_id = NO_ID
+        elif (
             not isinstance(request_id, int)
             or isinstance(request_id, bool)
             or not 0 <= request_id <= MAX_ID
@@ -267,30 +278,29 @@ class OpTable(Generic[C]):
             raise FrameError(
                 None, ErrorCode.BAD_FRAME, f"id must be an integer from 0 to {MAX_ID}"
             )
-        name = frame.pop("op", None)
         if not isinstance(name, str):
             raise FrameError(request_id, ErrorCode.BAD_FRAME, "op must be a string")
-        op = self._ops.get(name)
         if op is None:
             raise FrameError(request_id, ErrorCode.UNKNOWN_OP, f"no op {_short(name)}")
+        error_id = None if request_id == NO_ID else request_id
         for key, value in frame.items():
             arg = op.args.get(key)
             if arg is None:
                 raise FrameError(
-                    request_id,
+                    error_id,
                     ErrorCode.BAD_FRAME,
                     f"op {name!r} takes no argument {_short(key)}",
                 )
             if not _CHECKS[arg.type](value):
                 raise FrameError(
-                    request_id,
+                    error_id,
                     ErrorCode.BAD_FRAME,
                     f"argument {key!r} of op {name!r} must be of type {arg.type}",
                 )
         for key, arg in op.args.items():
             if arg.required and key not in frame:
                 raise FrameError(
-                    request_id,
+                    error_id,
                     ErrorCode.BAD_FRAME,
                     f"op {name!r} needs the argument {key!r}",
                 )

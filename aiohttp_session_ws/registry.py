@@ -180,6 +180,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
                 on_sessions_started=self.sessions.report_started,
                 on_sessions_ended=self.sessions.report_ended,
                 on_nodes_left=self._bus.nodes_left,
+                on_frames_lost=self._bus.frames_lost,
             ),
         )
 

@@ -22,13 +22,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import procs, report, scenarios
+from . import messaging_scenarios, procs, report, scenarios
 from .client import new_http_session
+from .messaging_scenarios import (
+    MESSAGING_FULL,
+    MESSAGING_SCENARIOS,
+    MESSAGING_SMOKE,
+    MessagingSizes,
+)
 from .procs import RedisServer
 from .server import LIB_PATH_VARIABLE
 from .sizes import FULL, SMOKE, Sizes
 
-SCENARIOS = ("fanout", "close", "idle_memory", "churn", "push", "push_latency")
+SCENARIOS = (
+    "fanout",
+    "close",
+    "idle_memory",
+    "churn",
+    "push",
+    "push_latency",
+    *MESSAGING_SCENARIOS,
+)
 PUSH_SCENARIOS = {"push", "push_latency"}
 """They need the library's protocol and push service; skipped until it has them."""
 
@@ -48,7 +62,11 @@ def _raise_fd_limit() -> None:
 
 
 async def run(
-    sizes: Sizes, chosen: list[str], impls: list[str], skipped: dict[str, str]
+    sizes: Sizes,
+    chosen: list[str],
+    impls: list[str],
+    skipped: dict[str, str],
+    messaging_sizes: MessagingSizes = MESSAGING_FULL,
 ) -> list[dict[str, Any]]:
     """Run the chosen scenarios against a fresh redis-server.
 
@@ -96,6 +114,17 @@ async def run(
                 results += await scenarios.churn(
                     redis_server.url, http, sizes, impls, _log
                 )
+            messaging = [c for c in chosen if c in MESSAGING_SCENARIOS]
+            if messaging:
+                results += await messaging_scenarios.run_messaging(
+                    redis_server.url,
+                    http,
+                    messaging_sizes,
+                    impls,
+                    messaging,
+                    _log,
+                    skipped,
+                )
     finally:
         redis_server.cleanup()
     return results
@@ -142,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.PROFILE_DIR = options.profile
         procs.PROFILE_FORMAT = options.profile_format
     sizes = SMOKE if options.smoke else FULL
+    messaging_sizes = MESSAGING_SMOKE if options.smoke else MESSAGING_FULL
     chosen = options.only or list(SCENARIOS)
     impls = options.impl or list(scenarios.IMPLS)
     _raise_fd_limit()
@@ -151,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[LIB_PATH_VARIABLE] = str(options.lib.resolve())
     started = time.time()
     skipped: dict[str, str] = {}
-    results = asyncio.run(run(sizes, chosen, impls, skipped))
+    results = asyncio.run(run(sizes, chosen, impls, skipped, messaging_sizes))
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
@@ -161,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": _cpu_count(),
         "smoke": options.smoke,
         "sizes": sizes.__dict__,
+        "messaging_sizes": messaging_sizes.__dict__,
         "skipped": skipped,
     }
     if options.lib is not None:

@@ -12,6 +12,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from . import messaging_report
+
 Result = dict[str, Any]
 NONE = "n/a"
 IMPLS = ("ours", "raw", "socketio")
@@ -251,7 +253,7 @@ def rows(results: list[Result]) -> list[dict[str, str]]:
                 lambda result: f"{result['rss_growth_kib']:,.0f}",
             ),
         ]
-    return table
+    return table + messaging_report.rows(results)
 
 
 COLUMNS = ["figure", "ours", "raw", "socketio", "vs raw", "vs socketio"]

@@ -521,7 +521,7 @@ class _PubSubProbe:
             self.child.stdin.close()  # the probe ends when its stdin does
         try:
             await asyncio.wait_for(self.child.wait(), TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.child.kill()
             await self.child.wait()
         await self.pubsub.aclose()  # type: ignore[no-untyped-call]

@@ -1,4 +1,4 @@
-"""The demo application: a page, its websockets, and /push, /reset and /logout."""
+"""The demo application: a page, its websockets, /login, /push, /reset and /logout."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from yarl import URL
 
 from aiohttp_session_ws import (
+    Action,
     BackendUnavailableError,
     Op,
     Peer,
@@ -28,8 +29,15 @@ from aiohttp_session_ws import (
     session_ws_protocol,
     setup_session_ws,
 )
+from aiohttp_session_ws.authorization import (
+    REGISTER_HANDLER,
+    SEND_TO_PATH,
+    SEND_TO_SESSION,
+    VIEW_SESSION,
+)
 
 from .page import render_page
+from .users import USER_KEY, USERS
 
 COOKIE_NAME = "AIOHTTP_SESSION_WS_DEMO"
 """The name of the session cookie."""
@@ -46,14 +54,54 @@ CLIENT_PREFIX = "/session-ws"
 MAX_PUSH_TEXT = 500
 """Characters of one text that ``/push`` sends at most."""
 
+MESSAGING_PERMISSIONS = frozenset(
+    {REGISTER_HANDLER, SEND_TO_PATH, SEND_TO_SESSION, VIEW_SESSION}
+)
+"""What a logged-in user may do beyond their own session: messaging, and
+reading a sender's properties with the requests they handle."""
+
 
 def make_registry(redis_url: str | None = None) -> SessionWSRegistry:
-    """Build the app's registry: in memory, or a node of a Redis cluster."""
+    """Build the app's registry: in memory, or a node of a Redis cluster.
+
+    Either way with the demo's login in each connection's properties, and
+    its policy for messaging.
+    """
     if redis_url is None:
-        return SessionWSRegistry()
+        return SessionWSRegistry(
+            properties_factory=connection_properties, authorize=authorize
+        )
     from aiohttp_session_ws import RedisSessionWSRegistry
 
-    return RedisSessionWSRegistry(redis_url)
+    return RedisSessionWSRegistry(
+        redis_url, properties_factory=connection_properties, authorize=authorize
+    )
+
+
+async def logged_in_user(request: web.Request) -> str | None:
+    """The name of the user the request's session is logged in as, if any."""
+    session = await aiohttp_session.get_session(request)
+    name = session.get(USER_KEY)
+    return name if isinstance(name, str) and name in USERS else None
+
+
+async def connection_properties(request: web.Request) -> dict[str, object]:
+    """``$Principal`` and ``$Roles`` of the logged-in user; nothing for anonymous."""
+    name = await logged_in_user(request)
+    if name is None:
+        return {}
+    return {"$Principal": name, "$Roles": USERS[name]}
+
+
+async def authorize(request: web.Request, action: Action) -> bool:
+    """Logged-in users may do messaging; anonymous ones nothing beyond their session.
+
+    ``request`` is the websocket's upgrade request: the login of the moment
+    the connection opened, as in its ``$Principal``.
+    """
+    if action.permission not in MESSAGING_PERMISSIONS:
+        return False
+    return await logged_in_user(request) is not None
 
 
 def describe_backend(redis_url: str | None = None) -> str:
@@ -99,6 +147,7 @@ def make_app(
             web.get("/ws", websocket),
             web.get("/reset", reset),
             web.post("/reset", reset),
+            web.post("/login", login),
             web.get("/logout", logout),
             web.post("/logout", logout),
         ]
@@ -269,6 +318,30 @@ async def reset(request: web.Request) -> web.Response:
     response = web.Response(text=f"New session ws id. {text}\n")
     await schedule_close_all_session_ws(request, response)  # reads the old id
     await new_session_ws_id(request)
+    return response
+
+
+async def login(request: web.Request) -> web.Response:
+    """Log the session in as the form field ``user``, one of :data:`USERS`.
+
+    The login gets a new session ws id, and the websockets opened before it
+    close once the answer has gone out (see :doc:`/security`): those that
+    reconnect carry the user's ``$Principal`` and ``$Roles``.
+    """
+    form = await request.post()
+    name = form.get("user")
+    if not isinstance(name, str) or name not in USERS:
+        names = ", ".join(USERS)
+        raise web.HTTPBadRequest(
+            text=f"Unknown user: give the form field user, one of {names}.\n"
+        )
+    text = await closing_text(request, "the session before the login")
+    roles = ", ".join(USERS[name])
+    response = web.Response(text=f"Logged in as {name} (roles {roles}). {text}\n")
+    await schedule_close_all_session_ws(request, response)  # reads the old id
+    await new_session_ws_id(request)
+    session = await aiohttp_session.get_session(request)
+    session[USER_KEY] = name
     return response
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Mapping, Sequence
+
+from .users import USERS
 
 INDEX_HTML = """\
 <!doctype html>
@@ -27,13 +30,17 @@ INDEX_HTML = """\
        gap: .3rem 1rem; }
   dt { font-weight: bold; }
   dd { margin: 0; min-width: 0; }
-  code, #session, #connection, #node, #backend, #pushes li {
+  code, #session, #connection, #node, #backend, #user, #pushes li {
     overflow-wrap: anywhere; word-break: break-all; }
   #result { color: #444; min-height: 1.5em; overflow-wrap: anywhere; }
   form { display: flex; flex-wrap: wrap; gap: .3rem; align-items: center; }
   form label { flex: 1 0 100%; font-weight: bold; }
   form input { flex: 1 1 10rem; min-width: 0; font: inherit; padding: .3rem; }
-  #pushes { padding-left: 1.5rem; }
+  #pushes, #responses, #handled { padding-left: 1.5rem; }
+  #responses li, #handled li, #answering { overflow-wrap: anywhere; }
+  form select { font: inherit; padding: .3rem; max-width: 100%; }
+  h2 { font-size: 1.2rem; margin-top: 2rem; }
+  .hint { color: #444; font-size: .9rem; }
   button { font: inherit; padding: .3rem .8rem; margin: 0 .3rem .3rem 0; }
   /* narrow screens (a phone is 375 px wide): each value under its label */
   @media (max-width: 40rem) {
@@ -53,7 +60,15 @@ INDEX_HTML = """\
   <dt>Session (its public handle)</dt><dd><code id="session">&ndash;</code></dd>
   <dt>Open websockets of this session, on every node</dt>
   <dd id="connections">&ndash;</dd>
+  <dt>Logged in as</dt><dd id="user">&ndash;</dd>
 </dl>
+<form id="login" method="post" action="/login">
+  <label for="login-user">Log in as a demo user</label>
+  <select id="login-user" name="user">
+{{USERS}}
+  </select>
+  <button type="submit">Log in</button>
+</form>
 <form id="push" method="post" action="/push">
   <label for="text">Push to every tab of this session, on every node</label>
   <input id="text" name="text" maxlength="500" required autocomplete="off">
@@ -66,17 +81,48 @@ INDEX_HTML = """\
   <button id="reconnect" disabled>Reconnect</button>
 </p>
 <p id="result"></p>
+<h2>Messaging</h2>
+<p id="answering">Log in to answer requests on <code>demo/echo</code>.</p>
+<p>
+  <label><input type="checkbox" id="answer" checked> Answer requests sent to
+  the path <code>demo/echo</code></label><br>
+  <label><input type="checkbox" id="refuse"> Refuse requests (the handler
+  throws <code>RejectedError</code>)</label>
+</p>
+<form id="send">
+  <label for="message">Send a request</label>
+  <select id="kind" aria-label="to">
+    <option value="path">to the path's handler</option>
+    <option value="session">to a session (its handle)</option>
+    <option value="filter">to a session filter</option>
+  </select>
+  <input id="path" value="demo/echo" aria-label="path" required autocomplete="off">
+  <input id="target" aria-label="handle or filter" autocomplete="off"
+         placeholder="a session's handle, or a filter">
+  <input id="message" maxlength="500" aria-label="message" required
+         autocomplete="off" placeholder="message">
+  <button type="submit">Send</button>
+</form>
+<p class="hint">Filters select sessions by their properties, such as
+<code>$Principal is 'bob'</code> or <code>hasRoles ['user']</code>.</p>
+<ol id="responses"></ol>
+<p class="hint">Requests this tab answered:</p>
+<ol id="handled"></ol>
 <p>Open this page in a second tab: both tabs share one session, and what you
 push in one shows in both. Reset or log out in either and the connections of
-every tab close. You can also visit
+every tab close. Log in as another user in a second browser (or a private
+window) and send requests between the two. You can also visit
 <a href="/reset" target="_blank">/reset</a> or
 <a href="/logout" target="_blank">/logout</a> directly.</p>
 <script type="module">
-import { connect, SessionState } from {{CLIENT}};
+import { connect, RejectedError, SessionState } from {{CLIENT}};
 
 const $ = (id) => document.getElementById(id);
 const NODE = $("node").textContent;
 const MAX_PUSHES = 20;
+const MAX_HANDLED = 20;
+const ECHO = "demo/echo";
+const ECHO_OPTIONS = { sessionProperties: ["$Principal"] };
 const MEANINGS = {
   1001: "going away: the server is shutting down",
   1006: "connection lost",
@@ -84,7 +130,11 @@ const MEANINGS = {
   1013: "this tab read too slowly",
 };
 let session = null;
-let pressed = null;  // "reset" or "logout": this tab's button, since it connected
+let pressed = null;  // "login", "reset" or "logout": this tab's, since it connected
+let me = null;  // {principal, roles} of this connection's login, or null
+let echoing = null;  // {session, registration} of the path handler
+let syncing = false;
+let sends = 0;
 
 function show(state, text) {
   $("state").className = state;
@@ -98,7 +148,7 @@ function meaning(code, reason) {
   // The server closes a session's connections with 1000 and no reason: only
   // the tab that pressed the button knows which one it was.
   return "closed by the server: " +
-         (pressed ? pressed + " in this tab" : "logout or reset in another tab");
+         (pressed ? pressed + " in this tab" : "login, logout or reset in another tab");
 }
 
 function why(current) {
@@ -107,7 +157,7 @@ function why(current) {
 }
 
 function forget() {
-  for (const id of ["connection", "session", "connections"]) {
+  for (const id of ["connection", "session", "connections", "user"]) {
     $(id).textContent = "\\u2013";
   }
 }
@@ -130,13 +180,172 @@ function changed(current, state) {
     $("session").textContent = current.sessionId;
     $("reconnect").disabled = true;
     countConnections(current);
+    if (me) {
+      $("user").textContent = describeUser(me);
+      showAnswering();
+    }
   } else if (state === SessionState.RECONNECTING) {
     show("connecting", "Reconnecting\\u2026 the connection closed, " + why(current));
     forget();
   } else if (state === SessionState.CLOSED) {
     show("closed", "Closed, " + why(current));
     forget();
-    $("reconnect").disabled = false;
+    $("answering").textContent = "Not connected: no requests reach this tab.";
+    if (pressed === "login") {
+      start();  // the login's new id: connect as the user
+    } else {
+      $("reconnect").disabled = false;
+    }
+  }
+}
+
+function describeUser(user) {
+  return user.principal + " (roles " + user.roles.join(", ") + ")";
+}
+
+// Messaging: this tab answers requests on demo/echo, sent to the path
+// (addRequestHandler) or to its session, by handle or by filter
+// (addStreamHandler, addressed); the client registers them again after
+// each reconnection.
+
+function echo(value, context) {
+  const from = context.sessionProperties.$Principal ?? context.sender ?? "server code";
+  const to = context.addressed ? "this session" : "the path " + context.path;
+  const item = document.createElement("li");
+  item.textContent = from + " asked " + to + ": " + JSON.stringify(value);
+  $("handled").prepend(item);
+  while ($("handled").children.length > MAX_HANDLED) $("handled").lastChild.remove();
+  if ($("refuse").checked) {
+    throw new RejectedError(me.principal + " refuses requests");
+  }
+  return {
+    echo: value, principal: me.principal, session: session.sessionId, node: NODE,
+  };
+}
+
+function describe(value) {
+  if (value !== null && typeof value === "object" && "echo" in value) {
+    return value.principal + " on " + value.node + " echoed " +
+           JSON.stringify(value.echo);
+  }
+  return JSON.stringify(value);
+}
+
+function failure(error) {
+  const at = Number.isInteger(error.position)
+    ? " (at character " + error.position + ")" : "";
+  return "Error: " + error.message + at;
+}
+
+function showAnswering() {
+  if (!me) {
+    $("answering").textContent = "Log in to answer requests on " + ECHO + ".";
+    return;
+  }
+  const path = echoing?.session === session ? "to the path " + ECHO + " and " : "";
+  $("answering").textContent = "Answering requests sent " + path +
+    "to this session on " + ECHO + ", as " + me.principal + ".";
+}
+
+async function setUpMessaging(current) {
+  let properties;
+  try {
+    properties = await current.properties();
+  } catch {
+    return;  // the connection dropped meanwhile: a new start() follows
+  }
+  if (current !== session) return;
+  const principal = properties.$Principal;
+  const roles = [...(properties.$Roles ?? "").matchAll(/"([^"]*)"/g)].map((m) => m[1]);
+  me = principal ? { principal, roles } : null;
+  $("user").textContent =
+    me ? describeUser(me) : "nobody: log in to send and answer requests";
+  if (!me) {
+    showAnswering();
+    return;
+  }
+  try {
+    const options = { addressed: true, ...ECHO_OPTIONS };
+    await current.messaging.addStreamHandler(ECHO, echo, options);
+  } catch (error) {
+    $("answering").textContent = "Could not answer requests: " + error.message;
+    return;
+  }
+  await syncEcho();
+}
+
+/** Register or close the path handler as the checkbox says. */
+async function syncEcho() {
+  if (syncing) return;
+  syncing = true;
+  try {
+    for (;;) {
+      const current = session;
+      if (current === null || me === null) break;
+      const have = echoing?.session === current;
+      if ($("answer").checked === have) break;
+      if (have) {
+        const old = echoing;
+        echoing = null;
+        await old.registration.close();
+      } else {
+        const registration =
+          await current.messaging.addRequestHandler(ECHO, echo, ECHO_OPTIONS);
+        echoing = { session: current, registration };
+      }
+    }
+    showAnswering();
+  } catch (error) {
+    $("answering").textContent =
+      "Could not change the path's handler: " + error.message;
+  } finally {
+    syncing = false;
+  }
+}
+
+async function send(event) {
+  event.preventDefault();
+  const mine = ++sends;
+  const list = $("responses");
+  list.replaceChildren();
+  const line = (text) => {
+    if (mine !== sends) return;  // a later send owns the list
+    const item = document.createElement("li");
+    item.textContent = text;
+    list.append(item);
+  };
+  const current = session;
+  const kind = $("kind").value;
+  const path = $("path").value.trim();
+  const target = $("target").value.trim();
+  const message = $("message").value;
+  if (current === null) {
+    line("Error: not connected");
+    return;
+  }
+  const messaging = current.messaging;
+  try {
+    if (kind === "path") {
+      line("To the path " + path + ": " + JSON.stringify(message));
+      line(describe(await messaging.sendRequestToPath(path, message)));
+    } else if (kind === "session") {
+      line("To session " + target + " on " + path + ": " + JSON.stringify(message));
+      line(describe(await messaging.sendRequestToSession(path, target, message)));
+    } else {
+      line("To the filter " + target + " on " + path + ": " + JSON.stringify(message));
+      const responses = await messaging.sendRequestToFilter(target, path, message);
+      const plural = responses.expected === 1 ? "" : "s";
+      line("Expected " + responses.expected + " response" + plural);
+      for await (const response of responses) {
+        const text =
+          response.error ? failure(response.error) : describe(response.value);
+        line(response.session + ": " + text);
+      }
+      const { unanswered } = await responses.done;
+      line("Unanswered: " + (unanswered.length ? unanswered.join(", ") : "none"));
+    }
+  } catch (error) {
+    line(failure(error));
   }
 }
 
@@ -154,6 +363,8 @@ function pushed(data) {
 
 async function start() {
   session = null;
+  me = null;
+  echoing = null;
   $("reconnect").disabled = true;
   show("connecting", "Connecting\\u2026");
   let current;
@@ -168,12 +379,13 @@ async function start() {
   current.onPush(pushed);
   current.addStateListener((old, state) => changed(current, state));
   changed(current, SessionState.CONNECTED);
+  await setUpMessaging(current);
 }
 
-async function post(path) {
+async function post(path, body) {
   pressed = path.slice(1);
   try {
-    const response = await fetch(path, { method: "POST" });
+    const response = await fetch(path, { method: "POST", body });
     const text = await response.text();
     $("result").textContent = path + ": " + response.status + " " + text;
     if (!response.ok) pressed = null;
@@ -195,6 +407,12 @@ $("push").addEventListener("submit", async (event) => {
     $("result").textContent = "/push failed: " + error;
   }
 });
+$("login").addEventListener("submit", (event) => {
+  event.preventDefault();
+  post("/login", new URLSearchParams(new FormData(event.target)));
+});
+$("send").addEventListener("submit", send);
+$("answer").addEventListener("change", syncEcho);
 $("reset").onclick = () => post("/reset");
 $("logout").onclick = () => post("/logout");
 $("reconnect").onclick = start;
@@ -203,18 +421,36 @@ start();
 </body>
 </html>
 """
-"""The page at ``/``: ``{{NODE}}``, ``{{BACKEND}}``, ``{{CLIENT}}`` to fill in."""
+"""The page at ``/``: ``{{NODE}}``, ``{{BACKEND}}``, ``{{CLIENT}}``, ``{{USERS}}``
+to fill in."""
 
 
-def render_page(*, node: str, backend: str, client: str) -> str:
+def user_options(users: Mapping[str, Sequence[str]]) -> str:
+    """The ``<option>`` of each user of the login form, with their roles."""
+    return "\n".join(
+        f'    <option value="{html.escape(name)}">'
+        f"{html.escape(name)} ({html.escape(', '.join(roles))})</option>"
+        for name, roles in users.items()
+    )
+
+
+def render_page(
+    *,
+    node: str,
+    backend: str,
+    client: str,
+    users: Mapping[str, Sequence[str]] = USERS,
+) -> str:
     """The page at ``/``: it names the node and backend, and opens ``/live``.
 
     :param client: the URL of the browser client, ``session-ws.js``; it goes
         into the script as a string literal.
+    :param users: the names (and roles) the login form offers.
     """
     literal = json.dumps(client).replace("<", "\\u003c")  # no </script> in it
     return (
         INDEX_HTML.replace("{{NODE}}", html.escape(node))
         .replace("{{BACKEND}}", html.escape(backend))
+        .replace("{{USERS}}", user_options(users))
         .replace("{{CLIENT}}", literal)
     )

@@ -36,8 +36,13 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
+SUITE = ("fanout", "close", "idle_memory", "churn", "push", "push_latency")
+"""The scenarios of the first test; the messaging ones have a test of their own."""
+
+
 def test_the_benchmark_suite_runs_at_smoke_size(tmp_path: Path) -> None:
-    _run("bench", "--smoke", "--out", str(tmp_path))
+    only = [arg for name in SUITE for arg in ("--only", name)]
+    _run("bench", "--smoke", *only, "--out", str(tmp_path))
     saved = json.loads((tmp_path / "results.json").read_text())
     results = saved["results"]
     skipped = saved["meta"]["skipped"]
@@ -67,6 +72,51 @@ def test_the_benchmark_suite_runs_at_smoke_size(tmp_path: Path) -> None:
         assert "cross-node push p50 / Redis pub/sub round trip p50" in table
     assert ".. list-table::" in (tmp_path / "results.rst").read_text()
     assert (tmp_path / "results.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_messaging_scenarios_run_at_smoke_size(tmp_path: Path) -> None:
+    _run(
+        "bench",
+        "--smoke",
+        "--only",
+        "messaging_rtt",
+        "--only",
+        "messaging_filter",
+        "--out",
+        str(tmp_path),
+    )
+    saved = json.loads((tmp_path / "results.json").read_text())
+    results, skipped = saved["results"], saved["meta"]["skipped"]
+    if set(skipped) == {"messaging_rtt", "messaging_filter"}:  # no server side yet
+        assert results == []
+        assert all(skipped.values())
+        return
+    assert set(skipped) <= {"messaging_rtt (Python client)"}
+    rtt = {(r["impl"], r["where"], r["via"]) for r in results if "via" in r}
+    clients = ["wire"] if skipped else ["wire", "Python client"]
+    expected = {
+        ("ours", where, f"{op}, {client}")
+        for where in ("same-node", "cross-node")
+        for op in ("to_path", "to_session")
+        for client in clients
+    }
+    expected |= {
+        ("raw", "same-node", "relay"),
+        ("raw", "cross-node", "relay"),
+        ("raw", "same-node", "echo (one hop)"),
+        ("socketio", "same-node", "call"),
+        ("socketio", "cross-node", "call"),
+        ("redis", "cross-node", "pub/sub"),
+    }
+    assert rtt == expected
+    fans = {r["impl"]: r for r in results if r["scenario"] == "messaging_filter"}
+    assert set(fans) == {"ours", "raw", "socketio"}
+    for fan in fans.values():  # every session answered every round
+        assert fan["errors"] == fan["unanswered"] == fan["client_failures"] == 0, fan
+    assert fans["ours"]["expected"] == [fans["ours"]["sessions"]]
+    table = (tmp_path / "results.md").read_text()
+    assert "request round trip, cross-node, to_session, wire: ms" in table
+    assert "filter send to 6 sessions on 2 nodes: ms to the last response" in table
 
 
 def test_the_frame_benchmark_runs_at_smoke_size(tmp_path: Path) -> None:

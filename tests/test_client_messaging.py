@@ -654,7 +654,8 @@ async def test_a_request_for_no_handler_of_this_connection(
     ):
         answer = await endpoint.received.get()
         assert session.state is SessionState.CONNECTED
-    assert answer["op"] == "respond"
+    assert answer["op"] == "answer"
+    assert "id" not in answer
     assert answer["conversation"] == 7
     assert answer["error"] == NO_HANDLER_HERE
     assert "data" not in answer

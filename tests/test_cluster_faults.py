@@ -89,7 +89,7 @@ async def logout_while_stalled(
         b.process.send_signal(signal.SIGCONT)
     try:
         return await expect_close(remote) == WSCloseCode.OK
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
     finally:
         await remote.close()

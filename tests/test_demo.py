@@ -41,6 +41,9 @@ from aiohttp_session_ws import (
 from aiohttp_session_ws.client import Pushes
 from aiohttp_session_ws.client import Session as LiveSession
 from aiohttp_session_ws.client import connect as connect_live
+from aiohttp_session_ws.messaging.errors import RejectedError
+from aiohttp_session_ws.messaging.requests import RequestContext
+from aiohttp_session_ws.protocol import ErrorCode, ProtocolError
 from demo import make_app
 from demo.app import COOKIE_NAME, describe_backend, send_frames
 from demo.app import count_connections as demo_count
@@ -149,7 +152,10 @@ async def test_page_is_served_and_starts_a_session(client: Client, key: bytes) -
     assert resp.content_type == "text/html"
     page = await resp.text()
     for needle in (
-        'import { connect, SessionState } from "/session-ws/session-ws.js";',
+        "import { connect, RejectedError, SessionState } from "
+        '"/session-ws/session-ws.js";',
+        'action="/login"',
+        '<option value="bob">bob (user)</option>',
         'connect("/live"',
         'action="/push"',
         'href="/reset"',
@@ -262,7 +268,8 @@ PAGE_HARNESS = """\
 class Element {
   #text = "";
   constructor(text = "") {
-    Object.assign(this, {textContent: text, className: "", disabled: false});
+    Object.assign(this, {textContent: text, className: "", disabled: false,
+                         checked: false});
     this.children = [];
   }
   get textContent() { return this.#text; }
@@ -277,19 +284,33 @@ const el = (id) => (elements[id] ??= new Element());
 globalThis.document = {
   getElementById: el, title: "", createElement: () => new Element(),
 };
+el("answer").checked = true;
 globalThis.fetch = async (path) => ({ok: true, status: 200, text: async () => ""});
+globalThis.FormData = class { *[Symbol.iterator]() { yield ["user", "bob"]; } };
 
 // a stand-in for session-ws.js
 const SessionState = {CONNECTING: "connecting", CONNECTED: "connected",
                       RECONNECTING: "reconnecting", CLOSED: "closed"};
 const sessions = [];
 let refuse = false;
+let loggedIn = false;
 async function connect(url, options) {
   if (refuse) throw new Error("refused");
   const listeners = [], pushListeners = [], n = sessions.length;
+  const registered = [];
+  const register = (kind) => async (path, handler, options) => {
+    registered.push([kind, path, options]);
+    return {close: async () => {}};
+  };
+  const user = loggedIn ? {$Principal: "bob", $Roles: '"user"'} : {};
   const session = {
     url, options, state: "connected", closeCode: null, closeReason: "",
-    connectionId: "c" + n, sessionId: "h" + n,
+    connectionId: "c" + n, sessionId: "h" + n, registered,
+    properties: async () => ({$SessionId: "h" + n, ...user}),
+    messaging: {
+      addRequestHandler: register("addRequestHandler"),
+      addStreamHandler: register("addStreamHandler"),
+    },
     addStateListener(listener) { listeners.push(listener); },
     onPush(listener) { pushListeners.push(listener); },
     request: async (op) => op === "connections" ? {count: 2} : null,
@@ -317,6 +338,7 @@ const first = {
   connection: el("connection").textContent, session: el("session").textContent,
   connections: el("connections").textContent, options: current().options,
   url: current().url, reconnect: el("reconnect").disabled,
+  user: el("user").textContent, registered: current().registered,
 };
 const close = async (code, reason = "") => {
   current().set("closed", code, reason);
@@ -342,17 +364,30 @@ const connections = el("connections").textContent;
 for (let i = 0; i < 25; i++) current().push({kind: "text", text: "<b>" + i + "</b>"});
 for (const data of [{kind: "other"}, null, "text"]) current().push(data);
 const pushes = el("pushes").children.map((item) => item.textContent);
+loggedIn = true;                        // this tab's login: it connects again
+el("login").onsubmit({preventDefault() {}, target: null});
+current().set("closed", 1000);
+seen();
+await flush();
+seen();
+const login = {
+  user: el("user").textContent, answering: el("answering").textContent,
+  registered: current().registered,
+};
 refuse = true;
 await el("reconnect").onclick();
 seen();
 console.log(JSON.stringify({
-  states, first, connections, pushes, title: document.title,
+  states, first, connections, pushes, login, title: document.title,
   reconnect: el("reconnect").disabled,
 }));
 """
 """Runs the page's script with stand-ins for the DOM, fetch and the client."""
 
-CLIENT_IMPORT = 'import { connect, SessionState } from "/session-ws/session-ws.js";\n'
+CLIENT_IMPORT = (
+    "import { connect, RejectedError, SessionState } from "
+    '"/session-ws/session-ws.js";\n'
+)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
@@ -373,15 +408,17 @@ def test_the_page_says_who_closed_it_when_run() -> None:
     closed = "Closed, code 1000 (closed by the server: "
     assert seen["states"] == [
         "Connected",
-        closed + "logout or reset in another tab)",
+        closed + "login, logout or reset in another tab)",
         closed + "logout in this tab)",
         closed + "reset in this tab)",
-        closed + "logout or reset in another tab)",
+        closed + "login, logout or reset in another tab)",
         "Closed, code 1000 (a reason)",
         "Reconnecting\u2026 the connection closed, code 1001 "
         "(going away: the server is shutting down)",
         "Connected",
         "Closed, code 1006 (connection lost)",
+        "Connecting\u2026",  # by itself, after the close of the login's old id
+        "Connected",
         "Could not connect: refused",
     ]
     assert seen["first"] == {
@@ -391,6 +428,18 @@ def test_the_page_says_who_closed_it_when_run() -> None:
         "options": {"reconnect": True},
         "url": "/live",
         "reconnect": True,  # the button is disabled while connected
+        "user": "nobody: log in to send and answer requests",
+        "registered": [],  # anonymous: no handlers
+    }
+    echo = {"sessionProperties": ["$Principal"]}
+    assert seen["login"] == {
+        "user": "bob (roles user)",
+        "answering": "Answering requests sent to the path demo/echo and to this "
+        "session on demo/echo, as bob.",
+        "registered": [
+            ["addStreamHandler", "demo/echo", {"addressed": True, **echo}],
+            ["addRequestHandler", "demo/echo", echo],
+        ],
     }
     assert seen["connections"] == "3"
     assert seen["pushes"] == [
@@ -404,7 +453,7 @@ def test_the_page_says_who_closed_it() -> None:
     """1000 carries no reason: the tab that pressed a button says which one."""
     assert "pressed = path.slice(1)" in INDEX_HTML
     assert 'pressed + " in this tab"' in INDEX_HTML
-    assert '"logout or reset in another tab"' in INDEX_HTML
+    assert '"login, logout or reset in another tab"' in INDEX_HTML
     assert "if (reason) return reason;" in INDEX_HTML
 
 
@@ -712,6 +761,138 @@ async def test_logout_spares_other_sessions(client: Client) -> None:
         # The other session's socket stays open and keeps ticking.
         assert "tick" in await receive_json(other_ws)
         assert not other_ws.closed
+
+
+# login, and messaging between logged-in users
+
+
+async def log_in(http: aiohttp.ClientSession, url: URL, user: str) -> str:
+    """Log ``http``'s session in as ``user`` through ``POST /login``."""
+    async with http.post(url / "login", data={"user": user}) as response:
+        assert response.status == 200
+        return await response.text()
+
+
+async def until_closed(session: LiveSession) -> None:
+    """Wait (bounded) until the server has closed ``session`` for good."""
+    closed = asyncio.Event()
+    remove = session.add_state_listener(lambda old, new: closed.set())
+    try:
+        if not session.closed:
+            await asyncio.wait_for(closed.wait(), TIMEOUT)
+    finally:
+        remove()
+    assert session.closed
+
+
+async def test_login_puts_the_user_in_the_properties_under_a_new_id(
+    client: Client, key: bytes
+) -> None:
+    anonymous = await live(client)
+    properties = await anonymous.properties()
+    assert "$Principal" not in properties
+    assert "$Roles" not in properties
+    old_id = cookie_ws_id(client, key)
+    text = await log_in(client.session, client.make_url("/"), "alice")
+    assert text == (
+        "Logged in as alice (roles admin, user). "
+        "Closing 1 websocket of the session before the login.\n"
+    )
+    assert cookie_ws_id(client, key) != old_id
+    await until_closed(anonymous)  # the old id's
+    alice = await live(client)
+    properties = await alice.properties()
+    assert properties["$Principal"] == "alice"
+    assert properties["$Roles"] == '"admin","user"'
+    assert properties["$SessionId"] == alice.session_id != anonymous.session_id
+    await alice.close()
+
+    assert await log_in(client.session, client.make_url("/"), "bob") == (
+        "Logged in as bob (roles user). "
+        "The session before the login had no open websocket.\n"
+    )
+    bob = await live(client)
+    assert (await bob.properties())["$Principal"] == "bob"
+    async with client.post("/logout") as response:
+        assert response.status == 200
+    await until_closed(bob)
+    nobody = await live(client)
+    assert "$Principal" not in await nobody.properties()  # the login is gone
+    await nobody.close()
+
+
+@pytest.mark.parametrize("data", [{"user": "mallory"}, {"user": ""}, {}])
+async def test_login_refuses_who_is_not_a_demo_user(
+    client: Client, data: dict[str, str]
+) -> None:
+    async with client.post("/login", data=data) as response:
+        assert response.status == 400
+        assert await response.text() == (
+            "Unknown user: give the form field user, one of alice, bob, carol.\n"
+        )
+
+
+async def test_anonymous_sessions_may_not_do_messaging(client: Client) -> None:
+    tab = await live(client)
+    requests: list[tuple[str, dict[str, Any]]] = [
+        ("add_handler", {"path": "demo/echo"}),
+        ("add_handler", {"path": "demo/echo", "addressed": True}),
+        ("send_to_path", {"path": "demo/echo", "data": 1}),
+        ("send_to_session", {"path": "demo/echo", "session": tab.session_id}),
+        ("send_to_filter", {"filter": "all", "path": "demo/echo"}),
+    ]
+    for op, args in requests:
+        with pytest.raises(ProtocolError) as caught:
+            await tab.request(op, **args)
+        assert caught.value.code == ErrorCode.FORBIDDEN, op
+    await tab.close()
+
+
+async def test_logged_in_users_send_to_a_path_a_session_and_a_filter(
+    client: Client,
+) -> None:
+    """bob answers on demo/echo; alice, in a session of her own, asks."""
+    url = client.make_url("/")
+    await log_in(client.session, url, "bob")
+    bob = await live(client)
+    asked: list[tuple[Any, str | None, dict[str, str]]] = []
+
+    def echo(value: Any, context: RequestContext) -> dict[str, Any]:
+        asked.append((value, context.sender, dict(context.session_properties)))
+        if value == "no":
+            raise RejectedError("bob refuses")
+        return {"echo": value, "principal": "bob"}
+
+    await bob.messaging.add_request_handler(
+        "demo/echo", echo, session_properties=["$Principal"]
+    )
+    await bob.messaging.add_stream_handler("demo/echo", echo)
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        await log_in(http, url, "alice")
+        alice = await asyncio.wait_for(
+            connect_live(client.make_url("/live"), session=http), TIMEOUT
+        )
+        assert await alice.messaging.send_request_to_path("demo/echo", "hi") == {
+            "echo": "hi",
+            "principal": "bob",
+        }
+        assert asked == [("hi", alice.session_id, {"$Principal": "alice"})]
+        assert await alice.messaging.send_request_to_session(
+            "demo/echo", bob.session_id, "you"
+        ) == {"echo": "you", "principal": "bob"}
+        with pytest.raises(RejectedError, match="bob refuses"):
+            await alice.messaging.send_request_to_session(
+                "demo/echo", bob.session_id, "no"
+            )
+        responses = await alice.messaging.send_request_to_filter(
+            "hasRoles ['user']", "demo/echo", "all"
+        )
+        assert responses.expected == 1  # alice registered no handler
+        got = [(r.session, r.value) async for r in responses]
+        assert got == [(bob.session_id, {"echo": "all", "principal": "bob"})]
+        assert await responses.wait() == frozenset()
+        await alice.close()
+    await bob.close()
 
 
 # the key

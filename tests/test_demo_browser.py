@@ -2,7 +2,8 @@
 
 Two pages of one browser context share the cookie, so they are two tabs of
 one session; on two demo nodes that share a redis-server and the cookie key
-they are one session across the cluster. Debian's ``chromium`` is driven by
+they are one session across the cluster. Two browser contexts are two
+users, who log in and send each other requests. Debian's ``chromium`` is driven by
 playwright with ``executable_path`` (no browser download); ``make test``
 installs both. One browser serves the module, so the tests share its loop.
 """
@@ -139,7 +140,7 @@ async def test_two_tabs_at_375px_share_pushes_and_tell_which_button_closed_them(
     await first.locator("#logout").click()
     await expect(first.locator("#state")).to_contain_text("logout in this tab")
     await expect(second.locator("#state")).to_contain_text(
-        "logout or reset in another tab"
+        "login, logout or reset in another tab"
     )
     await expect(first.locator("#result")).to_contain_text("2 websockets")
     await expect(second.locator("#reconnect")).to_be_enabled()
@@ -219,3 +220,138 @@ async def test_two_tabs_of_one_session_on_two_nodes_see_each_others_pushes(
             await expect(page.locator("#pushes li")).to_have_text(
                 ["typed on the second node", "typed on the first node"]
             )
+
+
+@contextlib.asynccontextmanager
+async def user_tab(browser: Browser, server: TestServer) -> AsyncIterator[Page]:
+    """A tab of a browser context of its own (a user's), connected to ``server``."""
+    context = await browser.new_context(viewport={"width": 375, "height": 740})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        yield await open_tab(context, server)
+    finally:
+        await context.close()
+
+
+async def log_in(page: Page, user: str, roles: str) -> str:
+    """Log the tab in as ``user``; return its new public handle."""
+    old = await page.locator("#session").text_content()
+    await page.locator("#login-user").select_option(user)
+    await page.locator("#login button").click()
+    await expect(page.locator("#user")).to_have_text(f"{user} (roles {roles})")
+    await expect(page.locator("#state")).to_have_text("Connected")
+    await expect(page.locator("#answering")).to_have_text(
+        "Answering requests sent to the path demo/echo and to this session on "
+        f"demo/echo, as {user}."
+    )
+    handle = await page.locator("#session").text_content()
+    assert handle
+    assert handle != old  # the login's new id
+    return handle
+
+
+async def send(page: Page, kind: str, message: str, target: str = "") -> None:
+    """Send a request from the page's messaging box."""
+    await page.locator("#kind").select_option(kind)
+    await page.locator("#target").fill(target)
+    await page.locator("#message").fill(message)
+    await page.locator("#send button").click()
+
+
+async def test_two_users_on_two_nodes_send_requests_by_path_session_and_filter(
+    browser: Browser, redis_server: RedisServer
+) -> None:
+    key = random_key()
+    async with (
+        serving(make_app(key, redis_url=redis_server.url)) as one,
+        serving(make_app(key, redis_url=redis_server.url)) as other,
+        user_tab(browser, one) as alice,
+        user_tab(browser, other) as bob,
+    ):
+        on_one, on_other = f"127.0.0.1:{one.port}", f"127.0.0.1:{other.port}"
+        responses = {page: page.locator("#responses li") for page in (alice, bob)}
+
+        # anonymous: nothing to answer, and the policy refuses to send
+        await expect(bob.locator("#user")).to_have_text(
+            "nobody: log in to send and answer requests"
+        )
+        await send(bob, "path", "anyone?")
+        await expect(responses[bob]).to_have_count(2)
+        await expect(responses[bob].nth(1)).to_contain_text("Error: forbidden: ")
+
+        alice_handle = await log_in(alice, "alice", "admin, user")
+        bob_handle = await log_in(bob, "bob", "user")
+
+        # by path: bob stops answering it, so alice's tab on the other node does
+        await bob.locator("#answer").uncheck()
+        await expect(bob.locator("#answering")).to_have_text(
+            "Answering requests sent to this session on demo/echo, as bob."
+        )
+        await send(bob, "path", "hello alice")
+        await expect(responses[bob]).to_have_text(
+            [
+                'To the path demo/echo: "hello alice"',
+                f'alice on {on_one} echoed "hello alice"',
+            ]
+        )
+        await expect(alice.locator("#handled li").first).to_have_text(
+            'bob asked the path demo/echo: "hello alice"'
+        )
+
+        # by session: alice to bob's handle, across the nodes
+        await send(alice, "session", "hi bob", bob_handle)
+        await expect(responses[alice]).to_have_text(
+            [
+                f'To session {bob_handle} on demo/echo: "hi bob"',
+                f'bob on {on_other} echoed "hi bob"',
+            ]
+        )
+        await expect(bob.locator("#handled li").first).to_have_text(
+            'alice asked this session: "hi bob"'
+        )
+
+        # alice's handler throws RejectedError: its message comes back
+        await alice.locator("#refuse").check()
+        await send(bob, "session", "please", alice_handle)
+        await expect(responses[bob].nth(1)).to_have_text(
+            "Error: rejected: alice refuses requests"
+        )
+
+        # by filter: every user's session, each response as it comes
+        await send(bob, "filter", "all of you", "hasRoles ['user']")
+        await expect(responses[bob]).to_have_count(5)
+        lines = await responses[bob].all_text_contents()
+        assert lines[:2] == [
+            "To the filter hasRoles ['user'] on demo/echo: \"all of you\"",
+            "Expected 2 responses",
+        ]
+        assert sorted(lines[2:4]) == sorted(
+            [
+                f"{alice_handle}: Error: rejected: alice refuses requests",
+                f'{bob_handle}: bob on {on_other} echoed "all of you"',
+            ]
+        )
+        assert lines[4] == "Unanswered: none"
+        await alice.locator("#refuse").uncheck()
+        await send(alice, "filter", "just bob", "$Principal is 'bob'")
+        await expect(responses[alice]).to_have_text(
+            [
+                "To the filter $Principal is 'bob' on demo/echo: \"just bob\"",
+                "Expected 1 response",
+                f'{bob_handle}: bob on {on_other} echoed "just bob"',
+                "Unanswered: none",
+            ]
+        )
+
+        # a filter that does not parse says where
+        await send(alice, "filter", "x", "hasRoles")
+        await expect(responses[alice].nth(1)).to_contain_text("Error: bad_filter: ")
+        await expect(responses[alice].nth(1)).to_contain_text("(at character 8)")
+
+        # bob answers the path again: his own node's handler comes first
+        await bob.locator("#answer").check()
+        await expect(bob.locator("#answering")).to_contain_text("to the path")
+        await send(bob, "path", "me?")
+        await expect(responses[bob].nth(1)).to_have_text(
+            f'bob on {on_other} echoed "me?"'
+        )

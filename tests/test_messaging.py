@@ -392,8 +392,10 @@ async def test_a_handler_that_does_not_answer_times_out(
     assert error["code"] == "timeout"
     assert 0.25 < time.monotonic() - started < 3
     late = await handler.next_request()
-    error = await handler.call("respond", conversation=late["conversation"], data=1)
-    assert error["code"] == "not_found"  # too late: the caller gave up
+    # too late: the caller gave up; a late answer is dropped, and no error
+    await handler.send_answer(late["conversation"], data=1)
+    assert await handler.ok("ping") == {}  # frames are served in order
+    assert handler.errors.empty()
     registry = registry_of(node)
     with pytest.raises(MessagingTimeoutError):
         await registry.messaging.send_request_to_path("slow", 1, timeout=0.2)
@@ -423,25 +425,30 @@ async def test_a_handling_tab_that_closes_fails_the_request_at_once(
         await asyncio.wait_for(waiting, TIMEOUT)
 
 
-async def test_a_respond_only_answers_its_own_conversation(
+async def test_an_answer_only_answers_its_own_conversation(
     node: Client, tab: Tabs
 ) -> None:
     sender, handler, intruder = await tab(), await tab(), await tab()
     await handler.ok("add_handler", path="mine")
     request_id = await sender.send("send_to_path", path="mine", data=1)
     frame = await handler.next_request()
-    error = await intruder.call("respond", conversation=frame["conversation"], data=666)
-    assert error["code"] == "not_found"
+    await intruder.send_answer(frame["conversation"], data=666)  # ignored
+    assert await intruder.ok("ping") == {}
     malformed: list[dict[str, Any]] = [
-        {},
-        {"conversation": "x"},
-        {"conversation": 1, "error": 5},
+        {"op": "answer"},
+        {"op": "answer", "conversation": "x"},
+        {"op": "answer", "conversation": 1, "error": 5},
+        {"op": "answer", "conversation": 1, "extra": 5},
+        {"op": "answer", "id": 3, "conversation": 1},
     ]
     for bad in malformed:
-        frame_error = await handler.call("respond", **bad)
-        assert frame_error["code"] == "bad_frame"
-    await handler.ok("respond", conversation=frame["conversation"], data="real")
+        await handler.ws.send_str(json.dumps(bad))
+        refused = await asyncio.wait_for(handler.errors.get(), TIMEOUT)
+        assert (refused["code"], refused["id"]) == ("bad_frame", None), bad
+    await handler.send_answer(frame["conversation"], data="real")
     assert (await sender.reply(request_id))["data"] == "real"
+    # an answer is not a request: no result frame, no task, no pending count
+    assert registry_of(node).stats().pending_requests == 0
 
 
 async def test_bad_paths_and_arguments_are_refused(node: Client, tab: Tabs) -> None:
@@ -514,3 +521,16 @@ async def test_the_default_policy_denies_client_messaging(
     ]
     for op, args in cases:
         assert (await one.call(op, **args))["code"] == "forbidden"
+
+
+async def test_a_handler_value_json_cannot_carry_is_a_clear_rejection(
+    node: Client, tab: Tabs, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = registry_of(node)
+    await registry.messaging.add_request_handler("odd", lambda v, c: {1, 2})
+    sender = await tab()
+    with caplog.at_level(logging.ERROR):
+        error = await sender.call("send_to_path", path="odd")
+    assert (error["code"], error["message"]) == ("rejected", "the handler failed")
+    assert "JSON cannot carry" in caplog.text
+    assert await sender.ok("ping") == {}

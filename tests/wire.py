@@ -38,6 +38,8 @@ class WireTab:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.requests: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.errors: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        """Error frames with a null id (frames refused before their id was read)."""
         self.responses: dict[int, asyncio.Queue[dict[str, Any]]] = {}
         self.answer: Answer | None = None
         self.closed = asyncio.Event()
@@ -51,7 +53,9 @@ class WireTab:
                     continue
                 frame = json.loads(message.data)
                 op = frame.get("op")
-                if op in ("result", "error"):
+                if op == "error" and frame.get("id") is None:
+                    self.errors.put_nowait(frame)
+                elif op in ("result", "error"):
                     waiter = self._waiting.get(frame.get("id"))
                     if waiter is not None and not waiter.done():
                         waiter.set_result(frame)
@@ -81,7 +85,13 @@ class WireTab:
             args = await args
         if args is not None:
             assert isinstance(args, Mapping)
-            await self.call("respond", conversation=frame["conversation"], **args)
+            await self.send_answer(frame["conversation"], **args)
+
+    async def send_answer(self, conversation: int, **args: Any) -> None:
+        """Answer a request frame (``data`` or ``error``): a frame with no id."""
+        await self.ws.send_str(
+            json.dumps({"op": "answer", "conversation": conversation, **args})
+        )
 
     async def send(self, op: str, **args: Any) -> int:
         """Send a request frame; return its id (the reply is :meth:`reply`)."""

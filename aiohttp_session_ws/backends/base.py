@@ -47,6 +47,9 @@ class NodeHooks:
     on_nodes_left: Callable[[list[str]], None] = lambda nodes: None
     """Nodes that left the cluster (stopped, or reaped after they died):
     work waiting on them will not be answered."""
+    on_frames_lost: Callable[[], None] = lambda: None
+    """The link that brings frames to this node failed: replies on their
+    way may be lost (:attr:`on_reconnect` follows once it is back)."""
 
 
 @dataclass(frozen=True, slots=True)

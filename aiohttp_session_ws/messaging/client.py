@@ -426,7 +426,7 @@ class ClientMessaging:
         error: str | None = None,
         of: Registration | None = None,
     ) -> None:
-        """Send ``respond``, unless its connection is over (nobody waits then)."""
+        """Send the ``answer``, unless its connection is over (nobody waits then)."""
         if generation != self._generation:
             return
         args: dict[str, Any] = {"conversation": conversation}
@@ -435,7 +435,7 @@ class ClientMessaging:
         else:
             args["error"] = error
         try:
-            await self._session._request("respond", args)
+            await self._session._send_frame("answer", args)
         except (TypeError, ValueError) as exc:
             logger.error(
                 "The handler of %r returned a value JSON cannot carry: %s",
@@ -443,20 +443,14 @@ class ClientMessaging:
                 exc,
             )
             await self._respond(generation, conversation, error=HANDLER_FAILED)
-        except ProtocolError as exc:
-            if exc.code is ErrorCode.TOO_LARGE and error is None:
-                logger.error(
-                    "The response of the handler of %r is too large: %s",
-                    of.path if of is not None else None,
-                    exc.message,
-                )
+        except ProtocolError as exc:  # too_large: the only one raised here
+            logger.error(
+                "The response of the handler of %r is too large: %s",
+                of.path if of is not None else None,
+                exc.message,
+            )
+            if error is None:
                 await self._respond(generation, conversation, error=HANDLER_FAILED)
-            elif exc.code is ErrorCode.NOT_FOUND:
-                logger.debug("Conversation %d was over: %s", conversation, exc)
-            else:
-                logger.warning(
-                    "Could not answer conversation %d: %s", conversation, exc
-                )
         except ConnectionError as exc:
             logger.debug("Could not answer conversation %d: %s", conversation, exc)
 

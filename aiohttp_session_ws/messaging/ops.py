@@ -28,7 +28,8 @@ def messaging_ops(
     """The messaging ops, for the registry's op table.
 
     They are ``add_handler``, ``remove_handler``, ``send_to_path``,
-    ``send_to_session``, ``send_to_filter`` and ``respond``.
+    ``send_to_session`` and ``send_to_filter``, and the ``answer`` frame
+    (not a request: no id, no reply).
 
     ``max_timeout`` gives the longest a request may wait (the connection's
     ``request_timeout``).
@@ -66,6 +67,7 @@ def messaging_ops(
         removed = messaging.remove_connection_handler(
             peer, args["path"], bool(args.get("addressed", False))
         )
+        await messaging.flush()  # the other nodes no longer route to it
         return {"removed": removed}
 
     async def send_to_path(peer: Peer, request: Request) -> Any:
@@ -102,12 +104,11 @@ def messaging_ops(
 
         return FollowUp({"expected": responses.expected}, forward)
 
-    async def respond(peer: Peer, request: Request) -> dict[str, Any]:
+    async def answer(peer: Peer, request: Request) -> None:
         args = request.args
-        messaging.respond(
+        messaging.answer(
             peer, args["conversation"], args.get("data"), args.get("error")
         )
-        return {}
 
     data = Arg("any")
     timeout = Arg("number")
@@ -166,13 +167,14 @@ def messaging_ops(
             ),
         ),
         Op(
-            "respond",
-            respond,
+            "answer",
+            answer,
             {
                 "conversation": Arg("int", required=True),
                 "data": data,
                 "error": Arg("str"),
             },
+            reply=False,
         ),
     ]
 

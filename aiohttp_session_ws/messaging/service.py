@@ -22,7 +22,7 @@ from ..filters import FilterSyntaxError, SessionFilter, parse_filter
 from ..ids import wire_id
 from ..nodebus import JSONDict, NodeBus, NodeGoneError
 from ..peers import Peer, Peers
-from ..protocol import ErrorCode, ProtocolError, encode
+from ..protocol import encode
 from ..tasks import TaskOwner
 from .errors import (
     BadFilterError,
@@ -56,6 +56,7 @@ ALL_USER = "*U"
 """Asks for every user property of the sender."""
 
 _FAILED_HANDLER = "the handler failed"
+_PLAIN = (str, int, bool, type(None))
 
 
 @dataclass(eq=False)
@@ -102,8 +103,13 @@ class HandlerRegistration:
         return self._handler.path
 
     async def close(self) -> None:
-        """Remove the handler (again: nothing happens)."""
+        """Remove the handler (again: nothing happens).
+
+        Returns once the other nodes no longer route to it (while the
+        backend is up).
+        """
         self._messaging._remove(self._handler)
+        await self._messaging.flush()
 
     def __repr__(self) -> str:
         return f"<HandlerRegistration {self.path!r}>"
@@ -163,15 +169,18 @@ class Messaging:
         # addressed handlers of this node's connections: handle -> path -> them
         self._addressed: dict[str, dict[str, list[_Handler]]] = {}
         self._of_peer: dict[Peer, dict[tuple[str, bool], _Handler]] = {}
-        # requests waiting on a client connection's ``respond``
+        # requests waiting on a client connection's ``answer``
         self._conversations: dict[int, tuple[Peer, asyncio.Future[Any]]] = {}
         self._filter_sends: dict[int, _FilterSend] = {}
         self._held: dict[tuple[str, int], _HeldFilter] = {}
+        # responses to other nodes' filter sends, gathered for one frame each
+        self._outgoing: dict[tuple[str, int], list[JSONDict]] = {}
         peers.on_discard.append(self._peer_closed)
         bus.on_nodes_left.append(self._nodes_left)
         bus.handle("msg_path", self._path_here)
         bus.handle("msg_session", self._session_here)
-        bus.handle("msg_filter", self._filter_here, inline=True)
+        # counting may read user properties from the backend: not inline
+        bus.handle("msg_filter", self._filter_here)
         bus.handle("msg_filter_go", self._filter_go, inline=True)
         bus.handle("msg_filter_response", self._filter_response, inline=True)
 
@@ -372,34 +381,58 @@ class Messaging:
         check_path(path)
         candidates = prefixes(path)
         origin = _sender_of(sender)
-        try:
-            routed = self._store.route(candidates)
-        except BackendUnavailableError:
-            routed = self._local_route(candidates)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        moved: set[tuple[str, str]] = set()  # (path, node) found stale
+        while True:
+            handler_path, nodes = self._route(path, candidates, moved)
+            if self.node_id in nodes and handler_path in self._by_path:
+                handler = self._take_turn(handler_path)
+                context = await self._context(handler, path, origin)
+                return await self._serve(
+                    handler, value, context, max(deadline - loop.time(), 0.0)
+                )
+            node = random.choice(sorted(nodes - {self.node_id}))
+            left = max(deadline - loop.time(), 0.0)
+            body = {
+                "path": path,
+                "handler": handler_path,
+                "data": value,
+                "timeout": left,
+                **origin.body(),
+            }
+            try:
+                return await self._call(node, "msg_path", body, left, "unavailable")
+            except _MovedError:
+                # that node's handler went before this node heard: route
+                # again without it (each retry leaves out one more)
+                moved.add((handler_path, node))
+
+    def _route(
+        self, path: str, candidates: list[str], moved: set[tuple[str, str]]
+    ) -> tuple[str, frozenset[str]]:
+        """The registered path serving ``path`` and its nodes, but ``moved``."""
+        start = 0
+        while start < len(candidates):
+            try:
+                routed = self._store.route(candidates[start:])
+            except BackendUnavailableError:
+                routed = self._local_route(candidates[start:])
+                if routed is None:
+                    raise MessagingUnavailableError(
+                        "the cluster cannot be reached, and no handler of this "
+                        "node serves that path"
+                    ) from None
             if routed is None:
-                raise MessagingUnavailableError(
-                    "the cluster cannot be reached, and no handler of this "
-                    "node serves that path"
-                ) from None
-        if routed is None:
-            raise NoHandlerError(f"no handler for {path!r}")
-        handler_path, nodes = routed
-        if self.node_id in nodes and handler_path in self._by_path:
-            handler = self._take_turn(handler_path)
-            context = await self._context(handler, path, origin)
-            return await self._serve(handler, value, context, timeout)
-        others = sorted(nodes - {self.node_id})
-        if not others:
-            raise NoHandlerError(f"no handler for {path!r}")
-        node = random.choice(others)
-        body = {
-            "path": path,
-            "handler": handler_path,
-            "data": value,
-            "timeout": timeout,
-            **origin.body(),
-        }
-        return await self._call(node, "msg_path", body, timeout, "unavailable")
+                break
+            handler_path, nodes = routed
+            nodes = frozenset(n for n in nodes if (handler_path, n) not in moved)
+            if self.node_id in nodes and handler_path not in self._by_path:
+                nodes -= {self.node_id}  # the table is ahead of this node's own
+            if nodes:
+                return handler_path, nodes
+            start = candidates.index(handler_path) + 1
+        raise NoHandlerError(f"no handler for {path!r}")
 
     async def send_to_session(
         self,
@@ -476,27 +509,25 @@ class Messaging:
                 f"the cluster cannot be reached ({exc}): the filter's sessions "
                 "on other nodes are not known"
             ) from None
-        # one connection per session: the most specific registration; among
-        # equals this node's, else the first node in id order
-        chosen: dict[str, tuple[int, int, str, str]] = {}
+        # one connection per session, as for a session send: this node's if
+        # it has one; else the most specific registration, the first node in
+        # id order among equals
+        chosen: dict[str, tuple[int, str, str]] = {}
         for handle, (specificity, handler) in local.items():
-            chosen[handle] = (
-                specificity,
-                1,
-                self.node_id,
-                _peer(handler).connection_id,
-            )
+            chosen[handle] = (specificity, self.node_id, _peer(handler).connection_id)
         for node in sorted(replies):
             reply = replies[node]
             if not isinstance(reply, list):
                 continue
             for handle, connection, specificity in reply:
                 known = chosen.get(handle)
-                if known is None or (specificity, 0) > known[:2]:
-                    chosen[handle] = (specificity, 0, node, connection)
+                if known is None or (
+                    known[1] != self.node_id and specificity > known[0]
+                ):
+                    chosen[handle] = (specificity, node, connection)
         per_node: dict[str, dict[str, str]] = {node: {} for node in replies}
         per_node[self.node_id] = {}
-        for handle, (_, _, node, connection) in chosen.items():
+        for handle, (_, node, connection) in chosen.items():
             per_node[node][connection] = handle
         responses = FilterResponses(len(chosen), on_response)
         send = _FilterSend(
@@ -627,7 +658,12 @@ class Messaging:
         return found
 
     async def _serve(
-        self, handler: _Handler, value: Any, context: RequestContext, timeout: float
+        self,
+        handler: _Handler,
+        value: Any,
+        context: RequestContext,
+        timeout: float,
+        tails: dict[str, bytes] | None = None,
     ) -> Any:
         """Run a local handler: call server code, or converse with a connection."""
         if handler.peer is None:
@@ -646,27 +682,51 @@ class Messaging:
             except Exception:
                 logger.exception("The request handler of %r failed", handler.path)
                 raise RejectedError(_FAILED_HANDLER) from None
+            if type(result) not in _PLAIN:
+                try:
+                    encode(result)  # it travels as JSON: fail here, and clearly
+                except (TypeError, ValueError):
+                    logger.exception(
+                        "The request handler of %r returned a value JSON cannot carry",
+                        handler.path,
+                    )
+                    raise RejectedError(_FAILED_HANDLER) from None
             return result
-        return await self._converse(handler, value, context, timeout)
+        return await self._converse(handler, value, context, timeout, tails)
 
     async def _converse(
-        self, handler: _Handler, value: Any, context: RequestContext, timeout: float
+        self,
+        handler: _Handler,
+        value: Any,
+        context: RequestContext,
+        timeout: float,
+        tails: dict[str, bytes] | None = None,
     ) -> Any:
+        """Send a request frame to a client's handler; wait for its ``answer``.
+
+        ``tails``: the frame's members after ``conversation``, encoded once
+        per handler path, for a request sent to many connections.
+        """
         peer = handler.peer
         assert peer is not None
         conversation = next(self._ids)
-        frame = encode(
-            {
-                "op": "request",
-                "conversation": conversation,
-                "path": context.path,
-                "handler": handler.path,
-                "addressed": context.addressed,
-                "data": value,
-                "session": context.sender,
-                "properties": dict(context.session_properties),
-            }
-        )
+        tail = None
+        if tails is not None and not context.session_properties:
+            tail = tails.get(handler.path)
+            if tail is None:
+                tail = tails[handler.path] = encode(
+                    _request_members(handler, value, context)
+                )
+        if tail is not None:
+            frame = b'{"op":"request","conversation":%d,' % conversation + tail[1:]
+        else:
+            frame = encode(
+                {
+                    "op": "request",
+                    "conversation": conversation,
+                    **_request_members(handler, value, context),
+                }
+            )
         waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._conversations[conversation] = (peer, waiter)
         try:
@@ -679,24 +739,24 @@ class Messaging:
         finally:
             self._conversations.pop(conversation, None)
 
-    def respond(
+    def answer(
         self, peer: Peer, conversation: int, value: Any, error: str | None
-    ) -> None:
-        """A client connection answered a request it was sent (op ``respond``).
+    ) -> bool:
+        """A client connection answered a request it was sent (frame ``answer``).
 
-        :raises ProtocolError: ``not_found``: no such request waits on it.
+        Returns False, changing nothing, when no such request waits on that
+        connection: it was answered, timed out, or its sender went (a late
+        answer is no error).
         """
         found = self._conversations.get(conversation)
         if found is None or found[0] is not peer or found[1].done():
-            raise ProtocolError(
-                ErrorCode.NOT_FOUND,
-                "no request of that conversation waits here (it ended, or timed out)",
-            )
+            return False
         waiter = found[1]
         if error is None:
             waiter.set_result(value)
         else:
             waiter.set_exception(RejectedError(error))
+        return True
 
     # filters
     async def _candidates(
@@ -744,11 +804,12 @@ class Messaging:
         path: str,
         timeout: float,
         sender: _Sender,
+        tails: dict[str, bytes],
     ) -> FilterResponse:
         handle = _peer(handler).handle
         try:
             context = await self._context(handler, path, sender, addressed=True)
-            result = await self._serve(handler, value, context, timeout)
+            result = await self._serve(handler, value, context, timeout, tails)
         except MessagingError as exc:
             return FilterResponse(handle, error=exc)
         return FilterResponse(handle, result)
@@ -762,8 +823,12 @@ class Messaging:
         timeout: float,
         sender: _Sender,
     ) -> None:
+        tails: dict[str, bytes] = {}
+
         async def one(handler: _Handler) -> None:
-            response = await self._answer_filter(handler, value, path, timeout, sender)
+            response = await self._answer_filter(
+                handler, value, path, timeout, sender, tails
+            )
             send = self._filter_sends.get(filter_id)
             if send is not None:
                 send.take(self.node_id, response)
@@ -776,7 +841,8 @@ class Messaging:
     async def _path_here(self, body: JSONDict) -> JSONDict:
         handlers = self._by_path.get(body["handler"])
         if not handlers:
-            return _error_reply(NoHandlerError(f"no handler for {body['path']!r}"))
+            # the caller's table is behind ours: it routes again without us
+            return {"moved": True}
         handler = self._take_turn(body["handler"])
         return await self._serve_reply(handler, body, addressed=False)
 
@@ -835,14 +901,15 @@ class Messaging:
         handlers = [
             held.candidates[c] for c in body["connections"] if c in held.candidates
         ]
+        tails: dict[str, bytes] = {}
         for handler in handlers:
             self._tasks.spawn(
-                self._answer_remote_filter(caller, handler, body),
+                self._answer_remote_filter(caller, handler, body, tails),
                 name=f"filter-{caller}-{body['id']}",
             )
 
     async def _answer_remote_filter(
-        self, caller: str, handler: _Handler, body: JSONDict
+        self, caller: str, handler: _Handler, body: JSONDict, tails: dict[str, bytes]
     ) -> None:
         response = await self._answer_filter(
             handler,
@@ -850,16 +917,36 @@ class Messaging:
             body["path"],
             float(body["timeout"]),
             _Sender.of(body),
+            tails,
         )
-        reply: JSONDict = {"id": body["id"], "session": response.session}
+        reply: JSONDict = {"session": response.session}
         if response.error is None:
             reply["data"] = response.value
         else:
             reply["error"] = _error_body(response.error)
+        key = (caller, body["id"])
+        batch = self._outgoing.get(key)
+        if batch is not None:  # a send of this filter's responses is due
+            batch.append(reply)
+            return
+        self._outgoing[key] = [reply]
+        await self._send_responses(key)
+
+    async def _send_responses(self, key: tuple[str, int]) -> None:
+        """Send the responses gathered for another node's filter send, in one frame.
+
+        The responses that come while the frame is on its way gather for
+        the next one: under load, a frame carries many.
+        """
+        await asyncio.sleep(0)  # the responses ready now join this frame
+        caller, filter_id = key
+        batch = self._outgoing.pop(key)
         try:
-            await self._bus.tell(caller, "msg_filter_response", reply)
+            await self._bus.tell(
+                caller, "msg_filter_response", {"id": filter_id, "responses": batch}
+            )
         except BackendUnavailableError:
-            logger.warning("Could not send a filter response to node %s", caller)
+            logger.warning("Could not send filter responses to node %s", caller)
         except (TypeError, ValueError):
             logger.error("A filter response is not JSON-able; dropped")
 
@@ -867,12 +954,13 @@ class Messaging:
         send = self._filter_sends.get(body["id"])
         if send is None:
             return
-        error = body.get("error")
-        if error is None:
-            response = FilterResponse(body["session"], body.get("data"))
-        else:
-            response = FilterResponse(body["session"], error=_error_from(error))
-        send.take(body["from"], response)
+        for one in body["responses"]:
+            error = one.get("error")
+            if error is None:
+                response = FilterResponse(one["session"], one.get("data"))
+            else:
+                response = FilterResponse(one["session"], error=_error_from(error))
+            send.take(body["from"], response)
         if send.responses.done:
             self._filter_sends.pop(body["id"], None)
 
@@ -901,6 +989,20 @@ class Messaging:
             "requests_handled": len(self._conversations),
             "filter_sends": len(self._filter_sends),
         }
+
+
+def _request_members(
+    handler: _Handler, value: Any, context: RequestContext
+) -> JSONDict:
+    """The members of a ``request`` frame but its op and conversation."""
+    return {
+        "path": context.path,
+        "handler": handler.path,
+        "addressed": context.addressed,
+        "data": value,
+        "session": context.sender,
+        "properties": dict(context.session_properties),
+    }
 
 
 def _newest(handler: _Handler) -> int:
@@ -953,10 +1055,16 @@ def _error_from(error: Any) -> MessagingError:
     return messaging_error(str(error.get("code")), str(error.get("message", "")))
 
 
+class _MovedError(Exception):
+    """The node a request was routed to has no handler for the path any more."""
+
+
 def _answer_of(reply: Any) -> Any:
     if isinstance(reply, dict):
         if "error" in reply:
             raise _error_from(reply["error"])
+        if reply.get("moved"):
+            raise _MovedError
         return reply.get("data")
     raise MessagingError("a malformed reply came back from another node")
 

@@ -35,6 +35,12 @@ export type ErrorCode =
   | "timeout"
   | "unavailable"
   | "internal"
+  | "no_handler"
+  | "no_such_session"
+  | "rejected"
+  | "session_closed"
+  | "handler_conflict"
+  | "bad_filter"
   | (string & {});
 
 /** What JSON carries: the arguments of a request, the data of a result or push. */
@@ -78,6 +84,25 @@ export declare class ConnectError extends Error {
   readonly closeCode: number | null;
   /** Whether another attempt may succeed (reconnection stops if not). */
   readonly retryable: boolean;
+}
+
+/**
+ * A messaging request failed: the server's error for a messaging op, or one
+ * responder's error in a filter send.
+ */
+export declare class MessagingError extends ProtocolError {
+  constructor(code: ErrorCode, message: string, position?: number | null);
+  /** Where the filter fails to parse (code "bad_filter"); else null. */
+  readonly position: number | null;
+}
+
+/**
+ * A handler refused a request: throw it in a handler to send its message
+ * back; a caller gets one for the code "rejected".
+ */
+export declare class RejectedError extends MessagingError {
+  constructor(message: string);
+  readonly code: "rejected";
 }
 
 /** The limits the server applies, from its hello (docs/protocol.rst, "Limits"). */
@@ -143,6 +168,130 @@ export interface Pushes<T = unknown> extends AsyncIterableIterator<T> {
   close(): void;
 }
 
+/** Who sent a request, and where, as its handler sees it. */
+export interface RequestContext {
+  /** The path the request was sent to. */
+  readonly path: string;
+  /** The registered path that serves it: path or a prefix of it. */
+  readonly handlerPath: string;
+  /** The public handle of the sender's session; null for server code. */
+  readonly sender: string | null;
+  /** The sender's properties the handler asked for when it registered. */
+  readonly sessionProperties: Readonly<Record<string, string>>;
+  /** True for a request sent to this session (by handle or by filter). */
+  readonly addressed: boolean;
+}
+
+/**
+ * Answers a request: returns the response (or a promise of it); throw
+ * RejectedError to refuse with a message the caller reads.
+ */
+export type RequestHandler<T = any, R = unknown> = (
+  value: T,
+  context: RequestContext,
+) => R | Promise<R>;
+
+/** The options of addRequestHandler(). */
+export interface RequestHandlerOptions {
+  /** The sender's properties the handler gets ("$Principal", "*F", "*U"...). Default []. */
+  sessionProperties?: string[];
+}
+
+/** The options of addStreamHandler(). */
+export interface StreamHandlerOptions extends RequestHandlerOptions {
+  /** Handle the requests sent to this session (true, the default) or to the path (false). */
+  addressed?: boolean;
+}
+
+/** The options of sendRequestToPath() and sendRequestToSession(). */
+export interface SendOptions {
+  /** Milliseconds the server waits for the handler; default the server's (10 s), capped at its request_timeout. */
+  timeout?: number;
+}
+
+/** One session's answer to a filter send: its value, or its error. */
+export interface FilterResponse<R = unknown> {
+  /** The public handle of the session that answered. */
+  readonly session: string;
+  /** The response; null when error is set. */
+  readonly value: R | null;
+  /** Why that session's handler failed (RejectedError for "rejected"); else null. */
+  readonly error: MessagingError | null;
+}
+
+/** The options of sendRequestToFilter(). */
+export interface FilterSendOptions<R = unknown> extends SendOptions {
+  /** Called with each response as it arrives. */
+  onResponse?: (response: FilterResponse<R>) => void;
+}
+
+/** The responses of one filter send, as they arrive. */
+export interface FilterResponses<R = unknown>
+  extends AsyncIterableIterator<FilterResponse<R>> {
+  /** How many sessions the filter selected: the responses to expect. */
+  readonly expected: number;
+  /** How many responses came so far. */
+  readonly received: number;
+  /** The sessions that did not answer in time; null until the end. */
+  readonly unanswered: readonly string[] | null;
+  /**
+   * Resolves once every response came or the time is up; rejects with
+   * ConnectionLostError when the connection ended first.
+   */
+  readonly done: Promise<{ readonly unanswered: readonly string[] }>;
+}
+
+/** A handler registration: close() to stop handling. */
+export interface Registration {
+  /** The path registered. */
+  readonly path: string;
+  /** Whether it handles the requests sent to this session, not to the path. */
+  readonly addressed: boolean;
+  /** Whether close() was called. */
+  readonly closed: boolean;
+  /** Stop handling (op remove_handler); calling it again does nothing more. */
+  close(): Promise<void>;
+}
+
+/**
+ * Request-response messaging (session.messaging). Registrations are sent
+ * again after each reconnection. Server errors reject with MessagingError.
+ */
+export interface Messaging {
+  /** Handle the requests sent to path (and the paths below it without a handler). */
+  addRequestHandler<T = any, R = unknown>(
+    path: string,
+    handler: RequestHandler<T, R>,
+    options?: RequestHandlerOptions,
+  ): Promise<Registration>;
+  /** Handle the requests sent to this session for path (addressed: true, the default). */
+  addStreamHandler<T = any, R = unknown>(
+    path: string,
+    handler: RequestHandler<T, R>,
+    options?: StreamHandlerOptions,
+  ): Promise<Registration>;
+  /** Send a request to the handler of path; resolves to its response. */
+  sendRequestToPath<R = unknown>(
+    path: string,
+    request: JSONValue,
+    options?: SendOptions,
+  ): Promise<R>;
+  /** Send a request to the addressed handler of path of the session with that handle. */
+  sendRequestToSession<R = unknown>(
+    path: string,
+    handle: string,
+    request: JSONValue,
+    options?: SendOptions,
+  ): Promise<R>;
+  /** Send a request to every session the filter selects; resolves once they are counted. */
+  sendRequestToFilter<R = unknown>(
+    filter: string,
+    path: string,
+    request: JSONValue,
+    options?: FilterSendOptions<R>,
+  ): Promise<FilterResponses<R>>;
+}
+
 /** One protocol session: a connection, and its successors when reconnecting. */
 export declare class Session {
   /** Made by connect(), not directly. */
@@ -159,6 +308,8 @@ export declare class Session {
   readonly closed: boolean;
   /** The server's limits, from the last hello. */
   readonly limits: Limits;
+  /** Request-response messaging: handlers for paths, and requests to send. */
+  readonly messaging: Messaging;
   /** Pushes the server dropped for this session because it read too slowly. */
   readonly missed: number;
   /** The close code of the last connection that ended (1000 after close()); null while none has. */

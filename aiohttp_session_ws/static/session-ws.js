@@ -89,6 +89,36 @@ export class ConnectError extends Error {
   }
 }
 
+/**
+ * A messaging request failed (docs/client-browser.rst, "Messaging"): the
+ * server's error for a messaging op, or one responder's error in a filter send.
+ */
+export class MessagingError extends ProtocolError {
+  /**
+   * @param {string} code such as "no_handler", "rejected", "bad_filter"
+   * @param {string} message the server's message, for humans
+   * @param {number | null} position where a bad filter fails to parse
+   */
+  constructor(code, message, position = null) {
+    super(code, message);
+    this.name = "MessagingError";
+    /** The index in the filter where it fails to parse (bad_filter); else null. */
+    this.position = position;
+  }
+}
+
+/**
+ * A handler refused a request: throw it in a handler to send its message
+ * back; a caller gets one for the code "rejected".
+ */
+export class RejectedError extends MessagingError {
+  /** @param {string} message what the caller reads */
+  constructor(message) {
+    super("rejected", String(message));
+    this.name = "RejectedError";
+  }
+}
+
 const DEFAULTS = Object.freeze({
   reconnect: false,
   requestTimeout: 35000,
@@ -104,6 +134,23 @@ const FINAL_CLOSE_CODES = new Set([1000, 1008]);
 
 /** Lets only connect() make a Session. */
 const TOKEN = Symbol("session-ws");
+
+/** The Session's hooks for its Messaging (module-private). */
+const SEND = Symbol("send");
+const TELL = Symbol("tell");
+const FRAME = Symbol("frame");
+const CONNECTED = Symbol("connected");
+const LOST = Symbol("lost");
+
+/** What a request frame without a matching registration is answered. */
+const NO_HANDLER_MESSAGE = "no handler for that path on this connection";
+/** What a handler that failed (not with RejectedError) is answered. */
+const FAILED_MESSAGE = "the handler failed";
+/** The server's default timeout of a messaging request, in milliseconds. */
+const DEFAULT_MESSAGING_TIMEOUT = 10000;
+/** How much longer than a messaging timeout the client waits (ms): the
+ * server's own timeout answer comes first. */
+const ANSWER_SLACK = 1000;
 
 /**
  * Open a protocol session with the endpoint at ``url``: resolve it against
@@ -149,6 +196,8 @@ export class Session {
   /** @type {number | null} */
   #closeCode = null;
   #closeReason = "";
+  /** @type {Messaging} */
+  #messaging;
 
   /** Made by connect(), not directly. */
   constructor(token, url, options) {
@@ -157,6 +206,7 @@ export class Session {
     }
     this.#url = url;
     this.#options = options;
+    this.#messaging = new Messaging(TOKEN, this);
     if (options.onState) this.addStateListener(options.onState);
     if (options.onPush) this.onPush(options.onPush);
   }
@@ -195,6 +245,11 @@ export class Session {
   /** Whether the session is closed for good. */
   get closed() {
     return this.#state === SessionState.CLOSED;
+  }
+
+  /** Request-response messaging: handlers for paths, and requests to send. */
+  get messaging() {
+    return this.#messaging;
   }
 
   /** The server's limits, from the last hello (docs/protocol.rst, "Limits"). */
@@ -350,13 +405,25 @@ export class Session {
    */
   request(op, args = {}) {
     try {
-      return this.#send(op, args);
+      return this.#send(op, args).promise;
     } catch (error) {
       return Promise.reject(error);
     }
   }
 
-  #send(op, args) {
+  /**
+   * Send a request for Messaging: ``{id, promise}``, so that frames keyed
+   * by the request's id can be told apart before its result arrives.
+   * ``timeout`` (ms) bounds the wait instead of requestTimeout when longer;
+   * ``makeError(frame)`` makes the rejection of an error frame. Throws what
+   * request() rejects with.
+   */
+  [SEND](op, args, { timeout = 0, makeError = undefined } = {}) {
+    const wait = Math.max(timeout, this.#options.requestTimeout);
+    return this.#send(op, args, wait, makeError);
+  }
+
+  #send(op, args, timeout = this.#options.requestTimeout, makeError = undefined) {
     if (typeof op !== "string") {
       throw new TypeError(`op must be a string, not ${typeof op}`);
     }
@@ -384,8 +451,7 @@ export class Session {
           `of ${maxSize} bytes`,
       );
     }
-    return new Promise((resolve, reject) => {
-      const timeout = this.#options.requestTimeout;
+    const promise = new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
         reject(
@@ -394,9 +460,36 @@ export class Session {
           ),
         );
       }, timeout);
-      this.#pending.set(id, { resolve, reject, timer });
+      this.#pending.set(id, { resolve, reject, timer, makeError });
       ws.send(text);
     });
+    return { id, promise };
+  }
+
+  /**
+   * Send a frame that is not a request (no id, no reply): an answer.
+   * Throws ConnectionLostError when not connected, ProtocolError
+   * ("too_large") over the server's max_frame_size, and TypeError when JSON
+   * cannot carry args.
+   * @internal
+   */
+  [TELL](op, args) {
+    const ws = this.#ws;
+    if (this.#state !== SessionState.CONNECTED || ws === null) {
+      throw new ConnectionLostError(
+        `cannot send ${JSON.stringify(op)}: the session is ${this.#state}`,
+        this.#closeCode,
+      );
+    }
+    const text = JSON.stringify({ op, ...args });
+    const maxSize = this.#limits.max_frame_size;
+    if (typeof maxSize === "number" && utf8Length(text, maxSize) > maxSize) {
+      throw new ProtocolError(
+        "too_large",
+        `${JSON.stringify(op)} is over the server's max_frame_size of ${maxSize} bytes`,
+      );
+    }
+    ws.send(text);
   }
 
   /**
@@ -415,7 +508,9 @@ export class Session {
       this.#closeCode = 1000;
       this.#closeReason = "";
     }
-    this.#rejectPending(new ConnectionLostError("the session was closed", 1000));
+    const lost = new ConnectionLostError("the session was closed", 1000);
+    this.#rejectPending(lost);
+    this.#messaging[LOST](lost);
     this.#setState(SessionState.CLOSED);
     if (ws === null || ws.readyState === WebSocket.CLOSED) {
       return Promise.resolve();
@@ -501,12 +596,12 @@ export class Session {
         this.#closeCode = event.code;
         this.#closeReason = event.reason;
         if (!greeted) return; // #open's caller decides what follows
-        this.#rejectPending(
-          new ConnectionLostError(
-            `the connection was lost (close code ${event.code})`,
-            event.code,
-          ),
+        const lost = new ConnectionLostError(
+          `the connection was lost (close code ${event.code})`,
+          event.code,
         );
+        this.#rejectPending(lost);
+        this.#messaging[LOST](lost);
         this.#lost(event.code);
       });
     });
@@ -590,13 +685,16 @@ export class Session {
     }
     if (this.#state === SessionState.RECONNECTING) {
       this.#setState(SessionState.CONNECTED);
+      this.#messaging[CONNECTED]();
     }
   }
 
-  /** A server frame after the hello: a reply or a push. */
+  /** A server frame after the hello: a reply, a push, or messaging's. */
   #frame(frame) {
     this.#countMissed(frame);
-    if (frame.op === "push") {
+    if (frame.op === "request" || frame.op === "response") {
+      this.#messaging[FRAME](frame);
+    } else if (frame.op === "push") {
       for (const entry of [...this.#pushListeners]) {
         call(entry.listener, frame.data);
       }
@@ -615,6 +713,8 @@ export class Session {
       clearTimeout(entry.timer);
       if (frame.op === "result") {
         entry.resolve(frame.data);
+      } else if (entry.makeError) {
+        entry.reject(entry.makeError(frame));
       } else {
         entry.reject(
           new ProtocolError(String(frame.code), String(frame.message ?? "")),
@@ -650,6 +750,522 @@ export class Session {
       call(entry.listener, old, state);
     }
   }
+}
+
+/**
+ * Request-response messaging of one Session (``session.messaging``):
+ * handlers this page registers for paths, and requests it sends to a path,
+ * to a session, or to the sessions a filter selects.
+ */
+class Messaging {
+  #session;
+  /** @type {Map<string, HandlerEntry>} by handlerKey(path, addressed) */
+  #handlers = new Map();
+  /** @type {Map<number, FilterResponses>} by the send_to_filter request's id */
+  #filters = new Map();
+
+  /** Made by its Session, not directly. */
+  constructor(token, session) {
+    if (token !== TOKEN) {
+      throw new TypeError("use session.messaging");
+    }
+    this.#session = session;
+  }
+
+  /**
+   * Handle the requests sent to ``path`` (and the paths below it that have
+   * no handler of their own) with ``handler(value, context)``; the server
+   * picks one of the connections that registered the path.
+   * ``sessionProperties``: the sender's properties the handler gets.
+   * @returns {Promise<Registration>}
+   */
+  async addRequestHandler(path, handler, options = {}) {
+    const { sessionProperties } = checkMessagingOptions(
+      "addRequestHandler",
+      options,
+      { sessionProperties: [] },
+    );
+    return this.#add(path, handler, false, sessionProperties);
+  }
+
+  /**
+   * Handle the requests sent to this session for ``path`` (by its handle, or
+   * by a filter that selects it), with ``addressed: true`` (the default);
+   * ``addressed: false`` is addRequestHandler.
+   * @returns {Promise<Registration>}
+   */
+  async addStreamHandler(path, handler, options = {}) {
+    const { addressed, sessionProperties } = checkMessagingOptions(
+      "addStreamHandler",
+      options,
+      { addressed: true, sessionProperties: [] },
+    );
+    if (typeof addressed !== "boolean") {
+      throw new TypeError("addressed must be true or false");
+    }
+    return this.#add(path, handler, addressed, sessionProperties);
+  }
+
+  /**
+   * Send ``request`` to the handler of ``path``; resolve to its response.
+   * ``timeout``: milliseconds the server waits for the handler (default: the
+   * server's, 10 s; it caps it at its request_timeout).
+   */
+  sendRequestToPath(path, request, options = {}) {
+    return this.#ask("send_to_path", { path }, request, options);
+  }
+
+  /**
+   * Send ``request`` to the handler of ``path`` that the session with the
+   * public handle ``handle`` registered (addressed); resolve to its response.
+   */
+  sendRequestToSession(path, handle, request, options = {}) {
+    const target = { path, session: handle };
+    return this.#ask("send_to_session", target, request, options);
+  }
+
+  /**
+   * Send ``request`` to every session the filter selects that registered an
+   * addressed handler of ``path``. Resolves once the server counted them:
+   * to a FilterResponses, ``expected`` set, which yields each response as it
+   * comes (``for await``) and whose ``done`` resolves to ``{unanswered}``.
+   * ``onResponse(response)`` is called for each one too.
+   */
+  async sendRequestToFilter(filter, path, request, options = {}) {
+    const { timeout, onResponse } = checkMessagingOptions(
+      "sendRequestToFilter",
+      options,
+      { timeout: undefined, onResponse: undefined },
+    );
+    if (typeof filter !== "string") {
+      throw new TypeError("a session filter is a string");
+    }
+    if (onResponse !== undefined && typeof onResponse !== "function") {
+      throw new TypeError("onResponse must be a function");
+    }
+    const args = messagingArgs({ filter, path }, request, timeout);
+    const { id, promise } = this.#session[SEND]("send_to_filter", args, {
+      timeout: timeout === undefined ? 0 : timeout + ANSWER_SLACK,
+      makeError: errorOfFrame,
+    });
+    // responses come after the result: the collector waits from the start
+    const wait = (timeout ?? DEFAULT_MESSAGING_TIMEOUT) + 5000;
+    const responses = new FilterResponses(TOKEN, onResponse, wait, () => {
+      if (this.#filters.get(id) === responses) this.#filters.delete(id);
+    });
+    this.#filters.set(id, responses);
+    let data;
+    try {
+      data = await promise;
+    } catch (error) {
+      responses[LOST](error);
+      throw error;
+    }
+    const expected = data?.expected;
+    if (!(Number.isInteger(expected) && expected >= 0)) {
+      const error = new ProtocolError("internal", "no count of the sessions");
+      responses[LOST](error);
+      throw error;
+    }
+    responses[CONNECTED](expected);
+    return responses;
+  }
+
+  async #add(path, handler, addressed, properties) {
+    if (typeof path !== "string") {
+      throw new TypeError(`a message path is a string, not ${typeof path}`);
+    }
+    if (typeof handler !== "function") {
+      throw new TypeError("a handler is a function");
+    }
+    if (
+      !Array.isArray(properties) ||
+      !properties.every((key) => typeof key === "string")
+    ) {
+      throw new TypeError("sessionProperties is an array of property keys");
+    }
+    const key = handlerKey(path, addressed);
+    if (this.#handlers.has(key)) {
+      throw new MessagingError(
+        "handler_conflict",
+        `this session already has a handler for ${JSON.stringify(path)}` +
+          (addressed ? " (addressed)" : ""),
+      );
+    }
+    const entry = {
+      path,
+      addressed,
+      properties: [...properties],
+      handler,
+      connection: "",
+      registering: Promise.resolve(),
+    };
+    this.#handlers.set(key, entry);
+    try {
+      await this.#register(entry);
+    } catch (error) {
+      if (this.#handlers.get(key) === entry) this.#handlers.delete(key);
+      throw error;
+    }
+    return new Registration(TOKEN, entry, () => this.#remove(key, entry));
+  }
+
+  /** Send an entry's add_handler on the current connection. */
+  #register(entry) {
+    entry.connection = this.#session.connectionId;
+    const args = { path: entry.path, addressed: entry.addressed };
+    if (entry.properties.length) args.properties = entry.properties;
+    const { promise } = this.#session[SEND]("add_handler", args, {
+      makeError: errorOfFrame,
+    });
+    entry.registering = promise.then(
+      () => {},
+      () => {},
+    );
+    return promise;
+  }
+
+  async #remove(key, entry) {
+    if (this.#handlers.get(key) !== entry) return;
+    this.#handlers.delete(key); // its requests are refused from now on
+    await entry.registering;
+    if (this.#session.state !== SessionState.CONNECTED) return; // gone with it
+    if (entry.connection !== this.#session.connectionId) return;
+    try {
+      await this.#session[SEND](
+        "remove_handler",
+        { path: entry.path, addressed: entry.addressed },
+        { makeError: errorOfFrame },
+      ).promise;
+    } catch (error) {
+      if (!(error instanceof ConnectionLostError)) throw error;
+    }
+  }
+
+  async #ask(op, target, request, options) {
+    const { timeout } = checkMessagingOptions(
+      op === "send_to_path" ? "sendRequestToPath" : "sendRequestToSession",
+      options,
+      { timeout: undefined },
+    );
+    const args = messagingArgs(target, request, timeout);
+    return this.#session[SEND](op, args, {
+      timeout: timeout === undefined ? 0 : timeout + ANSWER_SLACK,
+      makeError: errorOfFrame,
+    }).promise;
+  }
+
+  /** A new connection's hello arrived: register the handlers on it. */
+  [CONNECTED]() {
+    const connection = this.#session.connectionId;
+    for (const entry of [...this.#handlers.values()]) {
+      if (entry.connection === connection) continue; // added meanwhile
+      this.#register(entry).catch((error) => {
+        console.warn(
+          `session-ws: could not register the handler for ` +
+            `${JSON.stringify(entry.path)} again: ${error.message}`,
+        );
+      });
+    }
+  }
+
+  /** The connection ended: the filter sends in progress end with it. */
+  [LOST](error) {
+    const filters = [...this.#filters.values()];
+    this.#filters.clear();
+    for (const responses of filters) responses[LOST](error);
+  }
+
+  /** A server frame of messaging: a request to handle, or a filter's response. */
+  [FRAME](frame) {
+    if (frame.op === "response") {
+      this.#filters.get(frame.request)?.[FRAME](frame);
+    } else {
+      this.#handle(frame);
+    }
+  }
+
+  async #handle(frame) {
+    const conversation = frame.conversation;
+    if (!Number.isInteger(conversation)) {
+      console.warn("session-ws: ignored a request frame without a conversation");
+      return;
+    }
+    const connection = this.#session.connectionId;
+    const addressed = frame.addressed === true;
+    const entry = this.#handlers.get(handlerKey(frame.handler, addressed));
+    if (entry === undefined) {
+      this.#respond(connection, { conversation, error: NO_HANDLER_MESSAGE });
+      return;
+    }
+    const properties = frame.properties;
+    const context = Object.freeze({
+      path: typeof frame.path === "string" ? frame.path : entry.path,
+      handlerPath: entry.path,
+      sender: typeof frame.session === "string" ? frame.session : null,
+      sessionProperties: Object.freeze(
+        properties !== null && typeof properties === "object"
+          ? { ...properties }
+          : {},
+      ),
+      addressed,
+    });
+    let value;
+    try {
+      value = await entry.handler(frame.data, context);
+    } catch (error) {
+      if (error instanceof RejectedError) {
+        this.#respond(connection, { conversation, error: error.serverMessage });
+      } else {
+        console.error(
+          `session-ws: the handler for ${JSON.stringify(entry.path)} failed:`,
+          error,
+        );
+        this.#respond(connection, { conversation, error: FAILED_MESSAGE });
+      }
+      return;
+    }
+    const answer = { conversation, data: value === undefined ? null : value };
+    if (!this.#respond(connection, answer)) {
+      this.#respond(connection, { conversation, error: FAILED_MESSAGE });
+    }
+  }
+
+  /**
+   * Send the answer frame on the connection the request came on; false when
+   * the response cannot be sent (JSON cannot carry it, or it is too large).
+   */
+  #respond(connection, args) {
+    if (connection !== this.#session.connectionId) return true; // that one ended
+    try {
+      this.#session[TELL]("answer", args);
+    } catch (error) {
+      if (error instanceof ConnectionLostError) return true;
+      console.error("session-ws: could not send a handler's response:", error);
+      return false;
+    }
+    return true;
+  }
+}
+
+/** What addRequestHandler and addStreamHandler resolve to. */
+class Registration {
+  #entry;
+  #close;
+  /** @type {Promise<void> | null} */
+  #closing = null;
+
+  /** Made by session.messaging, not directly. */
+  constructor(token, entry, close) {
+    if (token !== TOKEN) {
+      throw new TypeError("register with session.messaging.addRequestHandler");
+    }
+    this.#entry = entry;
+    this.#close = close;
+  }
+
+  /** The path registered. */
+  get path() {
+    return this.#entry.path;
+  }
+
+  /** Whether it handles the requests sent to this session (not to the path). */
+  get addressed() {
+    return this.#entry.addressed;
+  }
+
+  /** Whether close() was called. */
+  get closed() {
+    return this.#closing !== null;
+  }
+
+  /**
+   * Stop handling: requests that arrive from now on are refused, and the
+   * server forgets the registration. Calling it again does nothing more.
+   */
+  close() {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+}
+
+/**
+ * The responses of one filter send: ``expected``, then each response as it
+ * arrives (``for await``); ``done`` resolves to ``{unanswered}`` at the end.
+ */
+class FilterResponses {
+  #items = [];
+  #waiters = [];
+  #onResponse;
+  #forget;
+  /** @type {any} */
+  #timer;
+  /** @type {Error | null} */
+  #error = null;
+  #ended = false;
+  #expected = null;
+  #received = 0;
+  /** @type {string[] | null} */
+  #unanswered = null;
+  #settle;
+  /** @type {Promise<{unanswered: string[]}>} */
+  #done;
+
+  /** Made by sendRequestToFilter, not directly. */
+  constructor(token, onResponse, wait, forget) {
+    if (token !== TOKEN) {
+      throw new TypeError("use session.messaging.sendRequestToFilter");
+    }
+    this.#onResponse = onResponse;
+    this.#forget = forget;
+    this.#done = new Promise((resolve, reject) => {
+      this.#settle = { resolve, reject };
+    });
+    this.#done.catch(() => {}); // a reader of the iterator alone hears it there
+    this.#timer = setTimeout(() => {
+      const message = `the filter's responses did not end within ${wait} ms`;
+      this[LOST](new RequestTimeoutError(message));
+    }, wait);
+  }
+
+  /** How many sessions the filter selected: the responses to expect. */
+  get expected() {
+    return this.#expected;
+  }
+
+  /** How many responses came so far. */
+  get received() {
+    return this.#received;
+  }
+
+  /** The handles of the sessions that did not answer in time; null until the end. */
+  get unanswered() {
+    return this.#unanswered;
+  }
+
+  /** Resolves to ``{unanswered}`` once every response came or the time is up. */
+  get done() {
+    return this.#done;
+  }
+
+  next() {
+    if (this.#items.length) {
+      return Promise.resolve({ done: false, value: this.#items.shift() });
+    }
+    if (this.#error !== null) return Promise.reject(this.#error);
+    if (this.#ended) return Promise.resolve({ done: true, value: undefined });
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ resolve, reject });
+    });
+  }
+
+  /** Leaving a ``for await`` loop drops the responses held unread. */
+  return() {
+    this.#items.length = 0;
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  /** The result came: ``expected`` responses follow. */
+  [CONNECTED](expected) {
+    this.#expected = expected;
+    if (expected === 0) this.#end([]);
+  }
+
+  /** A response frame of this send. */
+  [FRAME](frame) {
+    if (this.#ended) return;
+    if (frame.done === true) {
+      const unanswered = Array.isArray(frame.unanswered)
+        ? frame.unanswered.map(String)
+        : [];
+      this.#end(unanswered);
+      return;
+    }
+    const session = typeof frame.session === "string" ? frame.session : "";
+    const error = frame.error;
+    const response = Object.freeze(
+      error !== undefined && error !== null
+        ? { session, value: null, error: errorOfFrame(error) }
+        : { session, value: frame.data ?? null, error: null },
+    );
+    this.#received++;
+    if (this.#onResponse) call(this.#onResponse, response);
+    const waiter = this.#waiters.shift();
+    if (waiter) waiter.resolve({ done: false, value: response });
+    else this.#items.push(response);
+  }
+
+  /** The connection ended (or the time is up) before the last response frame. */
+  [LOST](error) {
+    if (this.#ended) return;
+    this.#finish();
+    this.#error = error;
+    this.#settle.reject(error);
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(error);
+  }
+
+  #end(unanswered) {
+    if (this.#ended) return;
+    this.#finish();
+    this.#unanswered = Object.freeze(unanswered);
+    this.#settle.resolve(Object.freeze({ unanswered: this.#unanswered }));
+    for (const waiter of this.#waiters.splice(0)) {
+      waiter.resolve({ done: true, value: undefined });
+    }
+  }
+
+  #finish() {
+    this.#ended = true;
+    clearTimeout(this.#timer);
+    this.#forget();
+  }
+}
+
+/** The key of a registration: one per (path, addressed) per connection. */
+function handlerKey(path, addressed) {
+  return `${addressed ? "1" : "0"}${path}`;
+}
+
+/** The MessagingError (RejectedError for "rejected") of an error frame or object. */
+function errorOfFrame(frame) {
+  const code = String(frame.code);
+  const message = String(frame.message ?? "");
+  if (code === "rejected") return new RejectedError(message);
+  const position = Number.isInteger(frame.position) ? frame.position : null;
+  return new MessagingError(code, message, position);
+}
+
+/** The arguments of a send op: ``target``, the data, the timeout in seconds. */
+function messagingArgs(target, request, timeout) {
+  for (const [name, value] of Object.entries(target)) {
+    if (typeof value !== "string") {
+      throw new TypeError(`${name} must be a string, not ${typeof value}`);
+    }
+  }
+  const args = { ...target, data: request === undefined ? null : request };
+  if (timeout !== undefined) {
+    if (typeof timeout !== "number" || !(timeout > 0)) {
+      throw new RangeError(`timeout must be a positive number, not ${timeout}`);
+    }
+    args.timeout = timeout / 1000;
+  }
+  return args;
+}
+
+/** ``options`` with its defaults; an unknown name is a TypeError. */
+function checkMessagingOptions(method, options, defaults) {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`the options of ${method}() are an object`);
+  }
+  const unknown = Object.keys(options).filter((name) => !(name in defaults));
+  if (unknown.length) {
+    throw new TypeError(`unknown options of ${method}(): ${unknown.join(", ")}`);
+  }
+  return { ...defaults, ...options };
 }
 
 /** Resolve against the page; http: becomes ws:, https: becomes wss:. */

@@ -297,7 +297,7 @@ class RedisBackend(Backend):
         except BackendConfigurationError:
             await self.stop()
             raise
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logger.error(
                 "Redis at %s is unreachable after %.1f s; node %s runs local-only "
                 "and joins the cluster when it answers (check the URL and that "
@@ -322,7 +322,7 @@ class RedisBackend(Backend):
         except RedisError as exc:
             if _refuses(exc):
                 raise self._refused(exc) from exc
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             pass  # unreachable for now: start() says so, and the node waits
 
     def _refused(self, exc: RedisError) -> BackendConfigurationError:
@@ -422,7 +422,7 @@ class RedisBackend(Backend):
                     self._listen_delay = self.reconnect_delay
                 elif message["type"] == "message":
                     await self._deliver(message["data"])
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, RedisError, OSError) as exc:
             if isinstance(exc, RedisError) and _refuses(exc):
                 raise  # not an outage: _keep_running logs it and backs off
             self._fail(exc, unsubscribed=True)
@@ -592,6 +592,11 @@ class RedisBackend(Backend):
         was_healthy = self._in_sync
         if unsubscribed:
             self._subscribed = False
+            if self._hooks is not None:
+                try:
+                    self._hooks.on_frames_lost()
+                except Exception:
+                    logger.exception("The on_frames_lost hook failed")
         if was_healthy:
             logger.warning(
                 "Node %s lost Redis (%s); local work goes on, cross-node "
@@ -966,8 +971,10 @@ class RedisBackend(Backend):
         the same way.
         """
         try:
-            return await asyncio.wait_for(call, self.command_timeout)
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            # a timeout scope, not wait_for: no task per command
+            async with asyncio.timeout(self.command_timeout):
+                return await call
+        except (TimeoutError, RedisError, OSError) as exc:
             if isinstance(exc, RedisError) and _refuses(exc):
                 raise
             self._fail(exc)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -122,6 +122,29 @@ class RedisSessionStore(SessionStore):
         if not alive:
             return None
         return {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+
+    async def properties_of_many(
+        self, session_ids: Sequence[str]
+    ) -> list[dict[str, str] | None]:
+        """Read the properties of many sessions in one pipelined round trip."""
+        if not session_ids:
+            return []
+        await self._flush()
+        pipe = self._client.pipeline(transaction=False)
+        keys = [f"{self._tag}:nodes"]
+        for session_id in session_ids:
+            await self._get(
+                keys=keys, args=[self._tag, session_id], client=pipe
+            )  # queued
+        replies = await self._command(pipe.execute())
+        found: list[dict[str, str] | None] = []
+        for alive, flat in replies:
+            found.append(
+                {_text(k): _text(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+                if alive
+                else None
+            )
+        return found
 
     async def end(self, session_id: str) -> bool:
         """End the session now; True if it was alive."""

@@ -71,8 +71,8 @@ def registry_of(node: Client) -> SessionWSRegistry:
 
 # paths
 def test_paths_and_their_prefixes() -> None:
-    assert prefixes("a/b/c") == ["a/b/c", "a/b", "a"]
-    assert prefixes("a") == ["a"]
+    assert prefixes("a/b/c") == ("a/b/c", "a/b", "a")
+    assert prefixes("a") == ("a",)
     assert check_path("chat/rooms/42") == "chat/rooms/42"
     for bad in ["", "/a", "a/", "a//b", "a b", "a\nb", "x" * 257, "/".join("a" * 33)]:
         with pytest.raises(ValueError, match="message path"):

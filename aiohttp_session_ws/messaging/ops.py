@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from ..authorization import (
@@ -48,7 +47,7 @@ def messaging_ops(
             raise ProtocolError(
                 ErrorCode.BAD_FRAME, "properties must be non-empty strings"
             )
-        with _bad_path():
+        with _bad_path:
             messaging.add_connection_handler(
                 peer, args["path"], bool(args.get("addressed", False)), properties
             )
@@ -72,14 +71,14 @@ def messaging_ops(
 
     async def send_to_path(peer: Peer, request: Request) -> Any:
         args = request.args
-        with _bad_path():
+        with _bad_path:
             return await messaging.send_to_path(
                 args["path"], args.get("data"), timeout_of(request), peer
             )
 
     async def send_to_session(peer: Peer, request: Request) -> Any:
         args = request.args
-        with _bad_path():
+        with _bad_path:
             return await messaging.send_to_session(
                 args["path"],
                 args["session"],
@@ -90,7 +89,7 @@ def messaging_ops(
 
     async def send_to_filter(peer: Peer, request: Request) -> FollowUp[Peer]:
         args = request.args
-        with _bad_path():
+        with _bad_path:
             responses = await messaging.send_to_filter(
                 args["filter"],
                 args["path"],
@@ -179,13 +178,21 @@ def messaging_ops(
     ]
 
 
-@contextlib.contextmanager
-def _bad_path() -> Iterator[None]:
-    """Turn an invalid path (``ValueError``) into a ``bad_frame`` error."""
-    try:
-        yield
-    except ValueError as exc:
-        raise ProtocolError(ErrorCode.BAD_FRAME, str(exc)) from None
+class _BadPath:
+    """Turn an invalid path (``ValueError``) into a ``bad_frame`` error.
+
+    A class, not ``contextlib.contextmanager``: it runs on every request.
+    """
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, ValueError):
+            raise ProtocolError(ErrorCode.BAD_FRAME, str(exc)) from None
+
+
+_bad_path = _BadPath()
 
 
 async def _forward(peer: Peer, request_id: int, responses: FilterResponses) -> None:

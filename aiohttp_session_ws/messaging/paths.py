@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 MAX_PATH_LENGTH = 256
@@ -22,6 +23,18 @@ def check_path(path: object) -> str:
 
     :raises ValueError: it is not.
     """
+    if type(path) is str:
+        return _checked(path)
+    return _check_path(path)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(path: str) -> str:
+    return _check_path(path)
+
+
+def _check_path(path: object) -> str:
+    """The checks of :func:`check_path` (not cached)."""
     if not isinstance(path, str) or not path:
         raise ValueError(f"a message path must be a non-empty string, not {path!r:.60}")
     if len(path) > MAX_PATH_LENGTH:
@@ -44,10 +57,11 @@ def check_path(path: object) -> str:
     return path
 
 
-def prefixes(path: str) -> list[str]:
+@functools.lru_cache(maxsize=4096)
+def prefixes(path: str) -> tuple[str, ...]:
     """The paths that can serve ``path``, most specific first.
 
-    ``prefixes("a/b/c") == ["a/b/c", "a/b", "a"]``: a handler registered for
+    ``prefixes("a/b/c") == ("a/b/c", "a/b", "a")``: a handler registered for
     ``a/b`` serves every path below it that has no handler of its own.
     """
     found = [path]
@@ -55,7 +69,7 @@ def prefixes(path: str) -> list[str]:
     while end > 0:
         found.append(path[:end])
         end = path.rfind("/", 0, end)
-    return found
+    return tuple(found)
 
 
 def best_match(path: str, registered: object) -> str | None:

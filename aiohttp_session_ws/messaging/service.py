@@ -14,7 +14,7 @@ import itertools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..backends.base import Backend, BackendUnavailableError, HandlerStore
@@ -71,13 +71,39 @@ class _Handler:
     order: int = 0
 
 
-@dataclass(frozen=True, slots=True)
 class _Sender:
-    """Who sends a request: a client connection's session, or server code."""
+    """Who sends a request: a client connection's session, or server code.
 
-    handle: str | None = None
-    wire: str | None = None
-    fixed: dict[str, str] = field(default_factory=dict)
+    A connection's id and properties are read only when needed: a request
+    to a local handler that asks for none never reads them.
+    """
+
+    __slots__ = ("_fixed", "_peer", "_wire", "handle")
+
+    def __init__(
+        self,
+        handle: str | None = None,
+        wire: str | None = None,
+        fixed: dict[str, str] | None = None,
+        peer: Peer | None = None,
+    ) -> None:
+        self.handle = handle
+        self._wire = wire
+        self._fixed = fixed
+        self._peer = peer
+
+    @property
+    def wire(self) -> str | None:
+        if self._wire is None and self._peer is not None:
+            self._wire = wire_id(self._peer.session_ws_id)
+        return self._wire
+
+    @property
+    def fixed(self) -> dict[str, str]:
+        if self._fixed is None:
+            peer = self._peer
+            self._fixed = {} if peer is None else peer.connection_properties()
+        return self._fixed
 
     def body(self) -> JSONDict:
         return {"sender": self.handle, "sender_session": self.wire, "fixed": self.fixed}
@@ -409,7 +435,7 @@ class Messaging:
                 moved.add((handler_path, node))
 
     def _route(
-        self, path: str, candidates: list[str], moved: set[tuple[str, str]]
+        self, path: str, candidates: Sequence[str], moved: set[tuple[str, str]]
     ) -> tuple[str, frozenset[str]]:
         """The registered path serving ``path`` and its nodes, but ``moved``."""
         start = 0
@@ -626,7 +652,10 @@ class Messaging:
         *,
         addressed: bool = False,
     ) -> RequestContext:
-        properties = await self._sender_properties(handler.properties, sender)
+        if handler.properties and sender.handle is not None:
+            properties = await self._sender_properties(handler.properties, sender)
+        else:
+            properties = {}
         return RequestContext(path, handler.path, sender.handle, properties, addressed)
 
     async def _sender_properties(
@@ -1017,9 +1046,7 @@ def _peer(handler: _Handler) -> Peer:
 def _sender_of(sender: _Sender | Peer) -> _Sender:
     if isinstance(sender, _Sender):
         return sender
-    return _Sender(
-        sender.handle, wire_id(sender.session_ws_id), sender.connection_properties()
-    )
+    return _Sender(sender.handle, peer=sender)
 
 
 def _property_names(names: Iterable[str]) -> tuple[str, ...]:

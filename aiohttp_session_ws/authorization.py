@@ -24,6 +24,9 @@ REGISTER_HANDLER = "session_ws.register_handler"
 (op ``add_handler``)."""
 SEND_TO_PATH = "session_ws.send_to_path"
 """Permission to send a request to a path's handler (op ``send_to_path``)."""
+ACQUIRE_LOCK = "session_ws.acquire_lock"
+"""Permission to take a session lock, and to see who holds it (ops
+``lock`` and ``lock_info``; the lock's name is :attr:`Action.lock`)."""
 SEND_TO_SESSION = "session_ws.send_to_session"
 """Permission to send a request to another session, by handle or by filter
 (ops ``send_to_session`` and ``send_to_filter``)."""
@@ -44,6 +47,8 @@ class Action:
     """The message path it sends to or handles, if any."""
     filter: str | None = None
     """The session filter it sends to, if any (as the client wrote it)."""
+    lock: str | None = None
+    """The name of the session lock it takes or looks at, if any."""
 
 
 Authorize = Callable[[web.Request, Action], "bool | Awaitable[bool]"]

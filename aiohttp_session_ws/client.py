@@ -5,8 +5,9 @@ connection (subprotocol ``aiohttp-session-ws.v1``) with the cookies of
 ``http``, waits for the server's ``hello``, and gives a :class:`Session`: its
 state, requests (:meth:`Session.request`), pushes (:meth:`Session.pushes`,
 :meth:`Session.on_push`), request-response messaging
-(:attr:`Session.messaging`) and, with ``reconnect=True``, reconnection with a
-backoff. :doc:`/client-python` explains it; :doc:`/protocol` is the reference.
+(:attr:`Session.messaging`), session locks (:meth:`Session.lock`) and, with
+``reconnect=True``, reconnection with a backoff. :doc:`/client-python`
+explains it; :doc:`/protocol` is the reference.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import inspect
 import itertools
 import json
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -28,6 +30,8 @@ from typing import Any
 import aiohttp
 from aiohttp.typedefs import LooseHeaders, StrOrURL
 
+from .locks import LockInfo, SessionLockScope
+from .locks_client import ClientLocks, ClientSessionLock, LockTimeoutError
 from .messaging.client import ClientMessaging
 from .protocol import (
     PROTOCOL_VERSION,
@@ -38,13 +42,17 @@ from .protocol import (
 )
 
 __all__ = [
+    "ClientSessionLock",
     "ConnectError",
     "Connecting",
     "ConnectionLostError",
+    "LockInfo",
+    "LockTimeoutError",
     "PushCallback",
     "Pushes",
     "RequestTimeoutError",
     "Session",
+    "SessionLockScope",
     "SessionState",
     "StateListener",
     "connect",
@@ -226,8 +234,10 @@ class Session:
 
     Made by :func:`connect`. It owns one background task, which reads the
     connection (and reconnects), plus one per ``async def`` push callback, one
-    per request its message handlers are answering, and one that re-sends
-    the handler registrations after a reconnection; all end in :meth:`close`.
+    per request its message handlers are answering, one that re-sends
+    the handler registrations after a reconnection, one per :meth:`lock`
+    call and one that checks the locks after a reconnection; all end in
+    :meth:`close`.
     """
 
     def __init__(
@@ -289,6 +299,7 @@ class Session:
         """Request-response messaging: the handlers this session serves, and
         the requests it sends (a
         :class:`~aiohttp_session_ws.messaging.client.ClientMessaging`)."""
+        self._locks = ClientLocks(self)
 
     # state
     @property
@@ -344,12 +355,14 @@ class Session:
         timeout: float | None = None,
         error: ErrorFactory = _protocol_error,
         on_result: ResultHook | None = None,
+        on_id: Callable[[int], None] | None = None,
     ) -> Any:
         """:meth:`request`, with hooks for ops that need more.
 
-        It waits ``timeout`` (default :attr:`request_timeout`), raises
-        ``error(frame)`` for an error frame (and for a frame too large to
-        send), and passes the result through ``on_result``.
+        It waits ``timeout`` (default :attr:`request_timeout`; ``math.inf``:
+        no bound), raises ``error(frame)`` for an error frame (and for a
+        frame too large to send), passes the result through ``on_result``,
+        and tells ``on_id`` the request's id before sending it.
         """
         wait = self.request_timeout if timeout is None else timeout
         ws = self._ws
@@ -375,6 +388,8 @@ class Session:
             )
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = _Waiter(future, error, on_result)
+        if on_id is not None:
+            on_id(request_id)
         try:
             try:
                 await ws.send_str(text)
@@ -389,8 +404,12 @@ class Session:
                     f"Cannot send {op!r}: the connection is closing"
                 ) from exc
             try:
-                return await asyncio.wait_for(future, wait)
+                return await asyncio.wait_for(
+                    future, None if math.isinf(wait) else wait
+                )
             except TimeoutError:
+                if future.done() and not future.cancelled():
+                    raise  # the answer is an error that is a TimeoutError
                 raise RequestTimeoutError(
                     ErrorCode.TIMEOUT, f"no answer to {op!r} within {wait} s"
                 ) from None
@@ -454,6 +473,45 @@ class Session:
                 ErrorCode.INTERNAL, f"properties must be an object, not {data!r:.40}"
             )
         return data
+
+    # locks
+    async def lock(
+        self,
+        name: str,
+        scope: SessionLockScope = SessionLockScope.UNLOCK_ON_SESSION_LOSS,
+        timeout: float | None = None,
+    ) -> ClientSessionLock:
+        """Take the session lock ``name`` (a path such as ``docs/42``); wait for it.
+
+        It waits, first come first served among sessions, until the lock is
+        granted, ``timeout`` seconds pass, the calling task is cancelled (the
+        server is told with a ``cancel`` frame; a grant that raced with it
+        is released at once) or the connection ends. ``request_timeout``
+        does not bound it. Asking again for a lock this session holds returns
+        the same :class:`~aiohttp_session_ws.locks_client.ClientSessionLock`
+        at once, with its scope weakened if ``scope`` asks so.
+
+        :raises ~aiohttp_session_ws.locks_client.LockTimeoutError: not granted
+            within ``timeout`` seconds (a
+            :exc:`~aiohttp_session_ws.protocol.ProtocolError` with the code
+            ``timeout``).
+        :raises ProtocolError: ``forbidden`` (the server's policy refused
+            the name), ``bad_frame`` (not a valid path), ``not_found`` (the
+            session is not alive), ``cancelled``.
+        :raises ConnectionLostError: the connection is not open, or ended
+            before the grant.
+        :raises ValueError: ``scope`` is not a
+            :class:`~aiohttp_session_ws.locks.SessionLockScope`, or
+            ``timeout`` is not a positive number.
+        """
+        return await self._locks.lock(name, scope, timeout)
+
+    async def lock_info(self, name: str) -> LockInfo:
+        """Who holds the lock ``name`` and how many sessions wait for it.
+
+        :raises ProtocolError: ``forbidden``, ``bad_frame`` (not a valid path).
+        """
+        return await self._locks.info(name)
 
     # pushes
     def on_push(self, callback: PushCallback) -> Callable[[], None]:
@@ -653,6 +711,7 @@ class Session:
                     )
                 )
                 self.messaging._lost()
+                self._locks._connection_lost()
                 if not self._reconnect or code in _NO_RECONNECT:
                     return
                 self._set_state(SessionState.RECONNECTING)
@@ -660,6 +719,7 @@ class Session:
                     return
                 self._set_state(SessionState.CONNECTED)
                 self.messaging._connected()
+                self._locks._reconnected()
         except Exception:  # pragma: no cover (a bug of ours: end, do not hang)
             logger.exception("The session-ws client's reader failed")
         finally:
@@ -705,6 +765,8 @@ class Session:
             self.messaging._on_request(frame)
         elif op == "response":
             self.messaging._on_response(frame)
+        elif op == "lock_lost":
+            self._locks._on_lost(frame)
         elif op in ("result", "error"):
             request_id = frame.get("id")
             waiter = (
@@ -770,6 +832,7 @@ class Session:
         """Be closed for good: fail what waits, end the iterators, tell listeners."""
         self._fail_pending(exc)
         self.messaging._lost()
+        self._locks._closed()
         self._set_state(SessionState.CLOSED)
         for pushes in list(self._buffers):
             pushes._end()

@@ -173,11 +173,14 @@ class ProtocolConnection:
     """One websocket that speaks the protocol: its queue, its limits, its requests."""
 
     __slots__ = (
+        "_by_id",
+        "_cancelled",
         "_factory",
         "_filled_at",
         "_gone",
         "_missed",
         "_queue",
+        "_queued_bytes",
         "_record",
         "_refused",
         "_registry",
@@ -208,12 +211,17 @@ class ProtocolConnection:
         self._factory = factory
         # made when first needed: an idle connection holds no queue or task
         self._queue: collections.deque[tuple[bytes, bool]] | None = None
+        self._queued_bytes = 0
         self._writer: asyncio.Task[None] | None = None
         self._missed = 0
         self._tokens = float(registry.limits.burst)
         self._filled_at = time.monotonic()
         self._refused = 0  # frames refused by the rate limit in a row
         self._requests: set[asyncio.Task[None]] | None = None
+        # requests in progress by id, for the client's ``cancel`` (made when
+        # first needed, as the others)
+        self._by_id: dict[int, asyncio.Task[None]] | None = None
+        self._cancelled: set[int] | None = None
         self._gone = False
         # read once: request.transport is a property, and deliver() is the
         # loop of every fan-out
@@ -299,6 +307,9 @@ class ProtocolConnection:
         )
         counters.pending_requests += 1
         self._requests.add(task)
+        if self._by_id is None:
+            self._by_id = {}
+        self._by_id[request.id] = task
         task.add_done_callback(self._request_done)
 
     def _pending(self) -> int:
@@ -308,6 +319,12 @@ class ProtocolConnection:
         self._registry.counters.pending_requests -= 1
         if self._requests is not None:
             self._requests.discard(task)
+        by_id = self._by_id
+        if by_id is not None:
+            for request_id, known in list(by_id.items()):
+                if known is task:
+                    del by_id[request_id]
+                    break
         if not task.cancelled() and task.exception() is not None:
             logger.error("A request failed", exc_info=task.exception())
 
@@ -349,11 +366,28 @@ class ProtocolConnection:
             )
         return False
 
+    def cancel_request(self, request_id: int) -> bool:
+        """Cancel a request in progress (the client's ``cancel``); False if none.
+
+        The request is answered ``cancelled``.
+        """
+        task = None if self._by_id is None else self._by_id.get(request_id)
+        if task is None or task.done():
+            return False
+        if self._cancelled is None:
+            self._cancelled = set()
+        self._cancelled.add(request_id)
+        task.cancel()
+        return True
+
     async def _answer(self, request: Request, op: Op[Any]) -> None:
         try:
-            # a timeout scope, not wait_for: no second task per request
-            async with asyncio.timeout(self._registry.limits.request_timeout):
+            if op.unbounded:  # ends with the connection, or a cancel
                 data = await self._run(request, op)
+            else:
+                # a timeout scope, not wait_for: no second task per request
+                async with asyncio.timeout(self._registry.limits.request_timeout):
+                    data = await self._run(request, op)
             if isinstance(data, FollowUp):
                 follow_up: FollowUp[Any] | None = data
                 frame = encode_result(request.id, data.result)
@@ -372,6 +406,13 @@ class ProtocolConnection:
             await self._fail(
                 request.id, ErrorCode.UNAVAILABLE, "the cluster cannot be reached"
             )
+            return
+        except asyncio.CancelledError:
+            cancelled = self._cancelled
+            if cancelled is None or request.id not in cancelled or self._gone:
+                raise  # the connection ends
+            cancelled.discard(request.id)
+            await self._fail(request.id, ErrorCode.CANCELLED, "cancelled by the client")
             return
         except Exception:
             logger.exception("Op %r failed", request.op)
@@ -456,10 +497,16 @@ class ProtocolConnection:
             self._queue = collections.deque()
         queue = self._queue
         limits = self._registry.limits
-        if len(queue) >= limits.max_queue and not self._make_room(queue):
-            self._overflow()
-            return False
+        size = len(frame)
+        # a frame alone is always taken: the byte bound is on what piles up
+        while len(queue) >= limits.max_queue or (
+            queue and self._queued_bytes + size > limits.max_queue_bytes
+        ):
+            if not queue or not self._make_room(queue):
+                self._overflow()
+                return False
         queue.append((frame, not reply))
+        self._queued_bytes += size
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(
                 self._drain(), name=f"writer-{self.connection_id}"
@@ -470,9 +517,10 @@ class ProtocolConnection:
         """Drop the oldest push (``drop_oldest``); False if that cannot be done."""
         if self._registry.limits.overflow != "drop_oldest":
             return False
-        for index, (_, is_push) in enumerate(queue):
+        for index, (dropped, is_push) in enumerate(queue):
             if is_push:
                 del queue[index]
+                self._queued_bytes -= len(dropped)
                 self._missed += 1
                 self._registry.counters.queue_drops += 1
                 return True
@@ -488,6 +536,7 @@ class ProtocolConnection:
         )
         if self._queue is not None:
             self._queue.clear()
+        self._queued_bytes = 0
         tasks = self._registry._tasks
         if not tasks.closed:
             tasks.spawn(
@@ -500,6 +549,7 @@ class ProtocolConnection:
         try:
             while queue:
                 frame, _ = queue.popleft()
+                self._queued_bytes -= len(frame)
                 if self._missed:
                     frame, self._missed = with_missed(frame, self._missed), 0
                 await self._ws.send_frame(frame, WSMsgType.TEXT)

@@ -79,6 +79,9 @@ class NodeBus:
         self._tasks = tasks
         self._handlers: dict[str, CallHandler] = {}
         self._inline: set[str] = set()
+        self.on_frames_lost: list[Callable[[], None]] = []
+        """Called when this node's inbox lost its link (services fail the
+        work that waits for frames from other nodes)."""
         self.on_nodes_left: list[Callable[[set[str]], None]] = []
         """Called with the nodes that left the cluster (services fail their
         work waiting on them)."""
@@ -214,6 +217,11 @@ class NodeBus:
                         "this node lost its inbox: the reply may be lost"
                     )
                 )
+        for callback in self.on_frames_lost:
+            try:
+                callback()
+            except Exception:
+                logger.exception("A frames-lost callback failed")
 
     def nodes_left(self, nodes: Iterable[str]) -> None:
         """Nodes left the cluster (died, or stopped): fail the calls waiting on them."""

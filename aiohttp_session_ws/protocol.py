@@ -45,6 +45,8 @@ class ErrorCode(enum.StrEnum):
     SESSION_CLOSED = "session_closed"
     HANDLER_CONFLICT = "handler_conflict"
     BAD_FILTER = "bad_filter"
+    # a request the client cancelled (op ``cancel``)
+    CANCELLED = "cancelled"
 
 
 class ProtocolError(Exception):
@@ -105,6 +107,12 @@ class ProtocolLimits:
     """Frames refused by the rate limit in a row before a close with 1008."""
     max_queue: int = 256
     """Server frames waiting for a client that reads slowly."""
+    max_queue_bytes: int = 4 * 1024 * 1024
+    """Bytes of the frames waiting for a client that reads slowly, beyond
+    the first: other clients' requests to it must not pin the server's
+    memory."""
+    max_handlers: int = 64
+    """Request handlers one connection may register (``add_handler``)."""
     overflow: Overflow = "drop_oldest"
     """When the queue is full: drop the oldest push, or close with 1013."""
     request_timeout: float = 30.0
@@ -118,6 +126,8 @@ class ProtocolLimits:
             "burst",
             "rate_close_after",
             "max_queue",
+            "max_queue_bytes",
+            "max_handlers",
             "request_timeout",
         ):
             value = getattr(self, name)
@@ -141,6 +151,7 @@ class ProtocolLimits:
             "rate": self.rate,
             "burst": self.burst,
             "max_queue": self.max_queue,
+            "max_handlers": self.max_handlers,
         }
 
 
@@ -194,6 +205,9 @@ class Op(Generic[C]):
     :class:`~aiohttp_session_ws.authorization.Action`, or a list of them,
     which the policy is asked about, each), or returns ``None`` when it
     stays within it."""
+    unbounded: bool = False
+    """True for an op whose wait may be long (a lock): ``request_timeout``
+    does not bound it; it ends with its connection, or a ``cancel``."""
     reply: bool = True
     """False for a frame that is not a request: it carries no ``id``, gets
     no ``result`` (only an ``error`` frame with a null ``id`` when it is
@@ -333,7 +347,9 @@ class FrameError(ProtocolError):
         self.request_id = request_id
 
 
-_SERVER_OPS = frozenset({"hello", "result", "error", "push", "request", "response"})
+_SERVER_OPS = frozenset(
+    {"hello", "result", "error", "push", "request", "response", "lock_lost"}
+)
 """Ops of server frames: never client ops."""
 
 

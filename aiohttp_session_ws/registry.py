@@ -27,12 +27,14 @@ from .backends.base import Backend, NodeHooks
 from .backends.memory import MemoryBackend
 from .closing import Closing, close_sockets
 from .ids import check_session_ws_id, local_id, redact, wire_id
+from .lock_ops import lock_ops
+from .locks import Locks
 from .messaging.ops import messaging_ops
 from .messaging.service import Messaging
 from .nodebus import NodeBus
 from .origins import normalize_origins
 from .peers import Peers
-from .protocol import Op, OpTable, ProtocolLimits, Request
+from .protocol import Arg, Op, OpTable, ProtocolLimits, Request
 from .push import Push
 from .sessions import SessionCallback, Sessions, properties_op
 from .stats import Counters, Stats
@@ -139,6 +141,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         self.backend.grace_period = grace_period
         self._registry: dict[Hashable, set[web.WebSocketResponse]] = {}
         self._records: dict[web.WebSocketResponse, ConnectionRecord] = {}
+        self._by_connection_id: dict[str, ConnectionRecord] = {}
         self._tasks = TaskOwner(logger)
         self._shutting_down = False
         self.on_reconnect: list[ReconnectCallback] = []
@@ -167,22 +170,39 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         """Close-all across the cluster."""
         self.messaging = Messaging(self.backend, self._bus, self.peers, self._tasks)
         """Request-response messaging: to a path, a session, a filter."""
+        self.locks = Locks(
+            self.backend, self._bus, self._tasks, self._session_of_connection
+        )
+        """Session locks: named, scoped, fenced, first come first served."""
         self.ops.add(Op("ping", _ping))
+        self.ops.add(
+            Op("cancel", _cancel, {"request": Arg("int", required=True)}, reply=False)
+        )
         self.ops.add(properties_op(self.sessions))
-        for op in messaging_ops(self.messaging, lambda: self.limits.request_timeout):
+        for op in messaging_ops(self.messaging, lambda: self.limits):
+            self.ops.add(op)
+        for op in lock_ops(self.locks, self.peers, self._tasks):
             self.ops.add(op)
         self.backend.attach(
             self.node_id,
             NodeHooks(
                 on_frame=self._bus.receive,
                 on_session_closed=self.closing.closed_elsewhere,
-                on_reconnect=self.closing.backend_reconnected,
+                on_reconnect=self._backend_reconnected,
                 on_sessions_started=self.sessions.report_started,
                 on_sessions_ended=self.sessions.report_ended,
                 on_nodes_left=self._bus.nodes_left,
                 on_frames_lost=self._bus.frames_lost,
             ),
         )
+
+    def _backend_reconnected(self) -> None:
+        self.closing.backend_reconnected()
+        self.locks.backend_reconnected()
+
+    def _session_of_connection(self, connection_id: str) -> Hashable | None:
+        record = self._by_connection_id.get(connection_id)
+        return None if record is None else record.session_ws_id
 
     @property
     def grace_period(self) -> float:
@@ -322,6 +342,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
             uuid.uuid4().hex, session_ws_id, time.time(), self.backend.now()
         )
         self._records[wsr] = record
+        self._by_connection_id[record.connection_id] = record
         self._registry.setdefault(session_ws_id, set()).add(wsr)
         try:
             self.backend.add_connection(wire_id(session_ws_id), record.connection_id)
@@ -340,6 +361,8 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         if record is None or record.session_ws_id != session_ws_id:
             return  # put in _registry by hand: the backend never heard of it
         del self._records[wsr]
+        self._by_connection_id.pop(record.connection_id, None)
+        self.locks.connection_closed(record.connection_id)
         try:
             self.backend.remove_connection(wire_id(session_ws_id), record.connection_id)
         except Exception:
@@ -490,6 +513,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
             rate_closes=counters.rate_closes,
             pending_requests=counters.pending_requests,
             **self.messaging.stats(),
+            **self.locks.stats(),
         )
 
     async def schedule_close_all_session(
@@ -526,3 +550,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
 
 async def _ping(connection: Any, request: Request) -> dict[str, Any]:
     return {}
+
+
+async def _cancel(connection: Any, request: Request) -> None:
+    connection.cancel_request(request.args["request"])

@@ -55,6 +55,10 @@ class Stats:
     respond."""
     filter_sends: int = 0
     """Filter sends of this node still waiting for responses."""
+    locks_held: int = 0
+    """Session locks that this node's callers hold."""
+    lock_waits: int = 0
+    """Session locks that this node's callers wait for."""
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a dict (for JSON, logs, a metrics exporter)."""

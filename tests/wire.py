@@ -39,6 +39,8 @@ class WireTab:
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.requests: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.errors: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        """Other server frames (pushes, ``lock_lost``...), in order."""
         """Error frames with a null id (frames refused before their id was read)."""
         self.responses: dict[int, asyncio.Queue[dict[str, Any]]] = {}
         self.answer: Answer | None = None
@@ -72,6 +74,8 @@ class WireTab:
                     self.responses.setdefault(
                         frame["request"], asyncio.Queue()
                     ).put_nowait(frame)
+                else:
+                    self.frames.put_nowait(frame)
         finally:
             self.closed.set()
             for waiter in self._waiting.values():

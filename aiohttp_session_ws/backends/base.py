@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -185,6 +186,128 @@ class HandlerStore(abc.ABC):
         """Wait until this node's notes so far reached the server (if it is up)."""
 
 
+SCOPE_SESSION = 0
+"""A lock released when its session ends (``UNLOCK_ON_SESSION_LOSS``)."""
+SCOPE_CONNECTION = 1
+"""A lock released when the connection that asked closes
+(``UNLOCK_ON_CONNECTION_LOSS``): the weaker scope."""
+
+LOCK_GRANTED = "lock_granted"
+"""The node-bus kind of the frame a lock store publishes to a node whose
+waiting session was granted a lock; its body is a :class:`LockGrant`'s
+fields (``connection`` ``""`` for none)."""
+LOCK_LOST = "lock_lost"
+"""The node-bus kind of the frame a lock store publishes to the nodes that
+asked for a lock its session lost (the session ended, or the node holding
+its connection went): body ``name``, ``sequence``, ``session``."""
+
+
+@dataclass(frozen=True, slots=True)
+class LockGrant:
+    """A lock held by a session."""
+
+    name: str
+    sequence: int
+    """The fencing token: larger for every later grant of the name."""
+    session: str
+    """The session that holds it (a wire id)."""
+    scope: int
+    """:data:`SCOPE_SESSION` or :data:`SCOPE_CONNECTION`."""
+    connection: str | None = None
+    """With :data:`SCOPE_CONNECTION`, the connection whose close releases it."""
+
+
+@dataclass(frozen=True, slots=True)
+class LockState:
+    """Who holds a lock, and how many sessions wait for it."""
+
+    name: str
+    holder: LockGrant | None
+    waiting: int
+    queue: tuple[str, ...] = ()
+    """The sessions of the queue entries, first first (a session waiting on
+    two nodes is there twice)."""
+
+
+def node_frame(kind: str, body: Mapping[str, object]) -> bytes:
+    """A one-way node-bus frame of ``kind`` (no reply wanted), from a store.
+
+    It is the node bus's frame format (:mod:`aiohttp_session_ws.nodebus`):
+    a store publishes it to a node's inbox, as a Lua script does with
+    ``cjson``.
+    """
+    frame = {"kind": kind, "from": "", "call": 0, "body": dict(body)}
+    return json.dumps(frame, separators=(",", ":")).encode()
+
+
+class LockStore(abc.ABC):
+    """The cluster's session locks: who holds each name, and who waits.
+
+    Waiters are served first come, first served: one queue entry per
+    session and node (a session's calls on one node share it). A grant to a
+    waiter, made by the step that released the lock, is told to the
+    waiter's node with a :data:`LOCK_GRANTED` frame. The store releases
+    locks on its own, in the same step as their cause, and tells the nodes
+    that asked for them (:data:`LOCK_LOST`):
+
+    - a session that ends loses its locks, and its queue entries go;
+    - a node that leaves or is removed loses its connection-scoped locks
+      (connections die with their node) and its queue entries.
+
+    Sequences grow for each name across the cluster's life: a grant's is
+    above the name's previous grant, above the ``floor`` the caller gives
+    (the largest this node has seen), and at least the store's clock in
+    microseconds, so a store that lost its keys still goes on upwards.
+    """
+
+    @abc.abstractmethod
+    async def acquire(
+        self,
+        name: str,
+        session: str,
+        scope: int,
+        connection: str | None,
+        floor: int,
+    ) -> LockGrant | None:
+        """Take lock ``name`` for a live session, or queue the session for it.
+
+        A free lock is granted at once. A lock the session holds already is
+        returned as it is, but for its scope: asked with
+        :data:`SCOPE_CONNECTION`, a session-scoped lock becomes
+        connection-scoped (the weaker wins). Otherwise this node's entry of
+        the session joins the end of the queue (or keeps its place, with the
+        weaker scope, when it is there already) and ``None`` is returned. In
+        every case this node is noted as one to tell if the lock is lost.
+
+        :raises LookupError: the session is not alive.
+        """
+
+    @abc.abstractmethod
+    async def cancel(self, name: str, session: str) -> LockGrant | None:
+        """Withdraw this node's queue entry of the session for ``name``.
+
+        Returns the grant if the session holds the lock (granted before the
+        cancel, its frame maybe still on the way): the caller keeps or
+        releases it. ``None`` otherwise.
+        """
+
+    @abc.abstractmethod
+    async def release(self, name: str, session: str, sequence: int) -> bool:
+        """Release the lock if ``session`` holds it with ``sequence``.
+
+        In the same step the next waiter gets it (its node is told). True
+        if it was held so.
+        """
+
+    @abc.abstractmethod
+    async def state(self, name: str) -> LockState:
+        """Who holds the lock now, and how many queue entries wait."""
+
+    @abc.abstractmethod
+    async def held(self, grants: Sequence[tuple[str, int]]) -> list[bool]:
+        """Whether each ``(name, sequence)`` is still held (after an outage)."""
+
+
 class Backend(abc.ABC):
     """Cluster state and node-to-node transport for one node's registry.
 
@@ -209,6 +332,9 @@ class Backend(abc.ABC):
 
     handler_store: HandlerStore
     """Where the request handlers of the cluster are."""
+
+    lock_store: LockStore
+    """The session locks of the cluster."""
 
     def attach(self, node_id: str, hooks: NodeHooks) -> None:
         """Bind this backend to the registry of node ``node_id``."""

@@ -19,6 +19,7 @@ from .base import (
     SessionClosed,
     SessionStore,
 )
+from .memory_locks import MemoryLockStore, MemoryLockTable
 
 logger = logging.getLogger("aiohttp_session_ws.memory")
 
@@ -67,6 +68,8 @@ class MemoryHub:
         self.paths: dict[str, collections.Counter[str]] = {}
         """Node id -> its request handlers per path."""
         self.addressed: dict[str, dict[str, frozenset[str]]] = {}
+        self.locks = MemoryLockTable(self.alive.__contains__, self._publish)
+        """The session locks of the hub's nodes."""
         """Session id -> node id -> the paths its connections there handle
         when a request is addressed to the session."""
 
@@ -114,6 +117,14 @@ class MemoryHub:
             return False
         self.handles.pop(handle, None)
         self.properties.pop(session_id, None)
+        self.locks.session_ended(session_id)
+        return True
+
+    def _publish(self, node_id: str, frame: bytes) -> bool:
+        inbox = self.inboxes.get(node_id)
+        if inbox is None:
+            return False
+        inbox.put_nowait(frame)
         return True
 
     def _expire(self, session_id: str) -> None:
@@ -240,6 +251,9 @@ class MemoryBackend(Backend):
         self.hub = hub if hub is not None else MemoryHub()
         self.session_store: MemorySessionStore = MemorySessionStore(self.hub)
         self.handler_store: MemoryHandlerStore = MemoryHandlerStore(self.hub, self)
+        self.lock_store: MemoryLockStore = MemoryLockStore(
+            self.hub.locks, lambda: self.node_id
+        )
         self._listener: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -270,6 +284,7 @@ class MemoryBackend(Backend):
             for session_id in list(self.hub.presence):
                 self._drop(session_id, self._node_id)
             self.hub.paths.pop(self._node_id, None)
+            self.hub.locks.node_dropped(self._node_id)
             for session_id in list(self.hub.addressed):
                 self.handler_store.set_addressed(session_id, frozenset())
             for other in list(self.hub.nodes.values()):

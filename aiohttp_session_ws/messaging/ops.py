@@ -14,7 +14,16 @@ from ..authorization import (
     Action,
 )
 from ..peers import Peer
-from ..protocol import Arg, ErrorCode, FollowUp, Op, ProtocolError, Request, encode
+from ..protocol import (
+    Arg,
+    ErrorCode,
+    FollowUp,
+    Op,
+    ProtocolError,
+    ProtocolLimits,
+    Request,
+    encode,
+)
 from .responses import FilterResponses
 from .service import DEFAULT_TIMEOUT, Messaging
 
@@ -22,7 +31,7 @@ logger = logging.getLogger("aiohttp_session_ws.messaging")
 
 
 def messaging_ops(
-    messaging: Messaging, max_timeout: Callable[[], float]
+    messaging: Messaging, limits: Callable[[], ProtocolLimits]
 ) -> list[Op[Peer]]:
     """The messaging ops, for the registry's op table.
 
@@ -30,15 +39,15 @@ def messaging_ops(
     ``send_to_session`` and ``send_to_filter``, and the ``answer`` frame
     (not a request: no id, no reply).
 
-    ``max_timeout`` gives the longest a request may wait (the connection's
-    ``request_timeout``).
+    ``limits`` gives the connections' limits: ``request_timeout`` caps a
+    request's timeout, ``max_handlers`` the registrations of a connection.
     """
 
     def timeout_of(request: Request) -> float:
         timeout = request.args.get("timeout", DEFAULT_TIMEOUT)
         if not timeout > 0:
             raise ProtocolError(ErrorCode.BAD_FRAME, "timeout must be positive")
-        return float(min(timeout, max_timeout()))
+        return float(min(timeout, limits().request_timeout))
 
     async def add_handler(peer: Peer, request: Request) -> dict[str, Any]:
         args = request.args
@@ -46,6 +55,11 @@ def messaging_ops(
         if not all(isinstance(p, str) and p for p in properties):
             raise ProtocolError(
                 ErrorCode.BAD_FRAME, "properties must be non-empty strings"
+            )
+        most = limits().max_handlers
+        if messaging.handlers_of(peer) >= most:
+            raise ProtocolError(
+                ErrorCode.LIMIT, f"this connection has {most} handlers already"
             )
         with _bad_path:
             messaging.add_connection_handler(

@@ -45,6 +45,9 @@ logger = logging.getLogger("aiohttp_session_ws.messaging")
 DEFAULT_TIMEOUT = 10.0
 """Seconds a request waits for its response unless told otherwise."""
 
+MAX_BATCH = 256
+"""Responses to another node's filter send in one frame, at most."""
+
 COUNT_TIMEOUT = 2.0
 """Seconds a filter send waits for the other nodes to count their matching
 sessions (at most half its timeout); a node that has not answered by then
@@ -203,6 +206,7 @@ class Messaging:
         self._outgoing: dict[tuple[str, int], list[JSONDict]] = {}
         peers.on_discard.append(self._peer_closed)
         bus.on_nodes_left.append(self._nodes_left)
+        bus.on_frames_lost.append(self._frames_lost)
         bus.handle("msg_path", self._path_here)
         bus.handle("msg_session", self._session_here)
         # counting may read user properties from the backend: not inline
@@ -282,6 +286,10 @@ class Messaging:
                 self._note_addressed(peer)
         else:
             self._add_path_handler(registered)
+
+    def handlers_of(self, peer: Peer) -> int:
+        """How many registrations the connection has."""
+        return len(self._of_peer.get(peer, ()))
 
     def remove_connection_handler(self, peer: Peer, path: str, addressed: bool) -> bool:
         """Remove a connection's registration; False if it had none."""
@@ -571,11 +579,18 @@ class Messaging:
                 continue
             # also to nodes with none chosen: they drop what they hold
             try:
-                await self._bus.tell(
+                told = await self._bus.tell(
                     node, "msg_filter_go", {**go, "connections": list(connections)}
                 )
-            except BackendUnavailableError:
+            except BackendUnavailableError as exc:
                 logger.warning("Could not send a filter request to node %s", node)
+                told, reason = False, f"the cluster cannot be reached ({exc})"
+            else:
+                reason = f"node {node} is not listening"
+            if not told and connections:
+                self._fail_part(send, node, MessagingUnavailableError(reason))
+        if chosen and send.responses.done:
+            self._filter_sends.pop(filter_id, None)
         mine = [local[handle][1] for handle in per_node[self.node_id].values()]
         if mine:
             self._tasks.spawn(
@@ -794,22 +809,28 @@ class Messaging:
         """Find the sessions of this node that the filter matches.
 
         Returns handle -> (specificity, handler) of the connection that
-        would answer.
+        would answer: of the session's handling connections that the filter
+        matches, the one with the most specific registration, the newest
+        among equals.
         """
         candidates = prefixes(path)
         depth = len(candidates)
-        found: list[tuple[str, int, _Handler]] = []
+        found: list[tuple[str, list[tuple[int, _Handler]]]] = []
         for handle, paths in list(self._addressed.items()):
-            for index, candidate in enumerate(candidates):
-                handlers = paths.get(candidate)
-                if handlers:
-                    found.append((handle, depth - index, max(handlers, key=_newest)))
-                    break
+            ranked = [
+                (depth - index, handler)
+                for index, candidate in enumerate(candidates)
+                for handler in sorted(
+                    paths.get(candidate, ()), key=_newest, reverse=True
+                )
+            ]
+            if ranked:
+                found.append((handle, ranked))
         if not found:
             return {}
         user: Sequence[dict[str, str] | None] = [None] * len(found)
         if session_filter.needs_user_properties:
-            wires = [wire_id(_peer(h).session_ws_id) for _, _, h in found]
+            wires = [wire_id(_peer(ranked[0][1]).session_ws_id) for _, ranked in found]
             try:
                 user = await self._backend.session_store.properties_of_many(wires)
             except BackendUnavailableError:
@@ -818,12 +839,14 @@ class Messaging:
                     "of this node are matched on their fixed properties"
                 )
         matched: dict[str, tuple[int, _Handler]] = {}
-        for (handle, specificity, handler), props in zip(found, user, strict=True):
-            properties = _peer(handler).connection_properties()
-            if props:
-                properties.update(props)
-            if session_filter.matches(properties):
-                matched[handle] = (specificity, handler)
+        for (handle, ranked), props in zip(found, user, strict=True):
+            for specificity, handler in ranked:
+                properties = _peer(handler).connection_properties()
+                if props:
+                    properties.update(props)
+                if session_filter.matches(properties):
+                    matched[handle] = (specificity, handler)
+                    break
         return matched
 
     async def _answer_filter(
@@ -957,19 +980,25 @@ class Messaging:
         batch = self._outgoing.get(key)
         if batch is not None:  # a send of this filter's responses is due
             batch.append(reply)
+            if len(batch) >= MAX_BATCH:
+                del self._outgoing[key]  # full: its sender has it; a new one next
             return
-        self._outgoing[key] = [reply]
-        await self._send_responses(key)
+        batch = self._outgoing[key] = [reply]
+        await self._send_responses(key, batch)
 
-    async def _send_responses(self, key: tuple[str, int]) -> None:
+    async def _send_responses(
+        self, key: tuple[str, int], batch: list[JSONDict]
+    ) -> None:
         """Send the responses gathered for another node's filter send, in one frame.
 
         The responses that come while the frame is on its way gather for
-        the next one: under load, a frame carries many.
+        the next one (at most :data:`MAX_BATCH` to a frame): under load, a
+        frame carries many.
         """
         await asyncio.sleep(0)  # the responses ready now join this frame
         caller, filter_id = key
-        batch = self._outgoing.pop(key)
+        if self._outgoing.get(key) is batch:
+            del self._outgoing[key]
         try:
             await self._bus.tell(
                 caller, "msg_filter_response", {"id": filter_id, "responses": batch}
@@ -992,6 +1021,27 @@ class Messaging:
             send.take(body["from"], response)
         if send.responses.done:
             self._filter_sends.pop(body["id"], None)
+
+    def _frames_lost(self) -> None:
+        """Fail the remote parts of this node's filter sends (``unavailable``).
+
+        This node's inbox lost its link: the other nodes' answers may be lost.
+        """
+        for filter_id, send in list(self._filter_sends.items()):
+            for node in [n for n in send.waiting if n != self.node_id]:
+                self._fail_part(
+                    send,
+                    node,
+                    MessagingUnavailableError(
+                        "this node lost its link to the cluster: the answer may be lost"
+                    ),
+                )
+            if send.responses.done:
+                self._filter_sends.pop(filter_id, None)
+
+    def _fail_part(self, send: _FilterSend, node: str, error: MessagingError) -> None:
+        for handle in list(send.waiting.get(node, ())):
+            send.take(node, FilterResponse(handle, error=error))
 
     def _nodes_left(self, nodes: set[str]) -> None:
         """Fail at once what waits on nodes that left: they will not answer."""

@@ -40,6 +40,7 @@ from ..base import (
 )
 from . import scripts
 from .handlers import NODE_GONE, PATH_ADDED, PATH_REMOVED, RedisHandlerStore
+from .locks import RedisLockStore
 from .sessions import RedisSessionStore
 
 logger = logging.getLogger("aiohttp_session_ws.redis")
@@ -168,6 +169,7 @@ class RedisBackend(Backend):
         )
         self.handler_store: RedisHandlerStore = RedisHandlerStore(self)
         self.handler_store.on_nodes_gone = self._nodes_gone
+        self.lock_store: RedisLockStore = RedisLockStore(self)
         # this node's connections (with when they opened), which the writer
         # mirrors into Redis
         self._local: dict[str, dict[str, float]] = {}
@@ -722,9 +724,10 @@ class RedisBackend(Backend):
                 handle = self.session_store.handle_of(session_id)
                 newest_us = int(max(opened.values()) * 1e6)
                 want = int(session_id not in self._others)
-                addressed = self.handler_store.addressed_of(session_id)
+                addressed = self.handler_store.addressed_of(session_id, reset > 0)
                 args += [session_id, len(opened), handle, newest_us, want, addressed]
             else:
+                self.handler_store.addressed_of(session_id, False)  # released
                 args += [session_id, 0, "", 0, 0, ""]
         # the holders it tells are kept only if this node heard every note
         # sent since: subscribed before the script ran, and all along

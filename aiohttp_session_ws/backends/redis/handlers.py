@@ -2,7 +2,8 @@
 
 Each node writes its own registrations through the backend's ordered
 writer: its paths (``T:paths:<node>``) after its presence, and the paths
-its connections of a session handle when addressed (``T:addr:<session>``)
+its connections of a session handle when addressed
+(``T:addr:<session>:<node>``)
 with that session's presence. Every node keeps the table of the others'
 paths, told by the scripts that change it (``path+``, ``path-`` and
 ``gone`` notes on its inbox), and reads it whole after each resync, so
@@ -44,8 +45,11 @@ class RedisHandlerStore(HandlerStore):
         self._read = register(scripts.HANDLER_TABLE)
         self._publish = register(scripts.PUBLISH_ADDRESSED)
         self._paths: collections.Counter[str] = collections.Counter()
-        self._paths_dirty = False
-        self._addressed: dict[str, str] = {}  # session -> newline-joined paths
+        # paths added (True) or removed (False) since the last write
+        self._changed: dict[str, bool] = {}
+        # session -> its addressed paths here, and the changes not yet written
+        self._addressed: dict[str, frozenset[str]] = {}
+        self._addressed_changes: dict[str, dict[str, bool]] = {}
         # the other nodes' paths, and who serves each path; None: not known
         self._of_node: dict[str, set[str]] | None = None
         self._nodes_of: dict[str, set[str]] = {}
@@ -57,7 +61,7 @@ class RedisHandlerStore(HandlerStore):
         """Count a handler; the first of a path is written in the background."""
         self._paths[path] += 1
         if self._paths[path] == 1:
-            self._paths_dirty = True
+            self._changed[path] = True
             self._backend._note_handlers()
 
     def remove_path(self, path: str) -> None:
@@ -67,39 +71,66 @@ class RedisHandlerStore(HandlerStore):
         self._paths[path] -= 1
         if not self._paths[path]:
             del self._paths[path]
-            self._paths_dirty = True
+            self._changed[path] = False
             self._backend._note_handlers()
 
     def set_addressed(self, session_id: str, paths: frozenset[str]) -> None:
-        """Write the session's addressed paths with its presence."""
-        joined = "\n".join(sorted(paths))
-        if joined:
-            self._addressed[session_id] = joined
-        elif self._addressed.pop(session_id, None) is None:
+        """Write the session's addressed paths with its presence (the changes)."""
+        before = self._addressed.get(session_id, frozenset())
+        if paths == before:
             return
+        changes = self._addressed_changes.setdefault(session_id, {})
+        for path in paths - before:
+            changes[path] = True
+        for path in before - paths:
+            changes[path] = False
+        if paths:
+            self._addressed[session_id] = paths
+        else:
+            del self._addressed[session_id]
         self._backend._note(session_id)
 
-    def addressed_of(self, session_id: str) -> str:
-        """The newline-joined addressed paths of a session of this node."""
-        return self._addressed.get(session_id, "")
+    def addressed_of(self, session_id: str, reset: bool) -> str:
+        """What a presence write carries of the session's addressed paths.
+
+        ``=`` and the whole set on a rewrite; else ``~`` and the changes
+        since the last write (a registration costs its own path, not the
+        session's whole list); ``""`` when nothing changed. The changes are
+        taken: a write that fails starts a resync, which rewrites the sets.
+        """
+        changes = self._addressed_changes.pop(session_id, None)
+        if reset:
+            return "=" + "\n".join(sorted(self._addressed.get(session_id, ())))
+        if not changes:
+            return ""
+        return "~" + "\n".join(
+            ("+" if added else "-") + path for path, added in changes.items()
+        )
 
     async def write(self, reset: bool) -> bool:
         """Write this node's paths if they changed (or on a reset).
 
         False if this node is not a member (its presence rewrite comes first).
         """
-        if not (self._paths_dirty or reset):
+        if not (self._changed or reset):
             return True
-        self._paths_dirty = False
+        changed, self._changed = self._changed, {}
+        if reset:  # the whole set: Redis keeps what differs
+            args = ["reset", *self._paths]
+        else:  # only the changes: a registration costs its own path
+            args = [
+                "delta",
+                *(("+" if added else "-") + p for p, added in changed.items()),
+            ]
         try:
             absent, _, _ = await self._backend._run(
-                self._write, self._backend.node_id, *self._paths
+                self._write, self._backend.node_id, *args
             )
         except BaseException:
-            self._paths_dirty = True
+            self._changed = {**changed, **self._changed}
             raise
         if absent:
-            self._paths_dirty = True
+            self._changed = {**changed, **self._changed}
             return False
         return True
 

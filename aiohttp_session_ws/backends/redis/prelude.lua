@@ -14,14 +14,193 @@ local now = now_us()
 -- the session starts and ends this call decided, for the node that made it
 local started, ended = {}, {}
 
--- end a session: its alive marker, handle, properties and grace go; true if
--- it was alive
+local function is_live(node)
+  local deadline = redis.call('ZSCORE', KEYS[1], node)
+  return deadline and tonumber(deadline) >= now
+end
+
+-- session locks (lock_*.lua). A lock is T:lock:<name> (hash: session,
+-- sequence, scope, connection, node: the node that took it, or that weakened
+-- it to connection scope) while held; its waiters are T:lockq:<name> (list of
+-- 'node\tsession', first come first served) with T:lockw:<name> (hash: entry
+-- -> 'scope\tconnection'); T:locknodes:<name> (set) the nodes to tell if the
+-- holder loses it. T:lockrefs:<session> and T:node_lockrefs:<node> (hashes:
+-- name -> count) index what an end or a drop must visit: the session's
+-- entries in the queue of name, plus 1 if it holds name; the node's entries,
+-- plus 1 if a connection-scoped holder is on that node. T:lock_clock
+-- (string) is the last sequence issued, of any name.
+local function bump(key, name, by)
+  if redis.call('HINCRBY', key, name, by) <= 0 then redis.call('HDEL', key, name) end
+end
+
+-- 'node\tsession' -> node, session (a node id has no tab)
+local function split_entry(entry)
+  local tab = string.find(entry, '\t', 1, true)
+  return string.sub(entry, 1, tab - 1), string.sub(entry, tab + 1)
+end
+
+-- a node-bus frame (base.node_frame) of a lock; the sequence is written
+-- out by hand: cjson keeps 14 digits only
+local function lock_frame(kind, name, sequence, sid, scope, conn)
+  local body = '"name":' .. cjson.encode(name) .. ',"sequence":' .. num(sequence)
+    .. ',"session":' .. cjson.encode(sid)
+  if scope then
+    body = body .. ',"scope":' .. scope .. ',"connection":' .. cjson.encode(conn)
+  end
+  return '{"kind":"' .. kind .. '","from":"","call":0,"body":{' .. body .. '}}'
+end
+
+-- the next sequence of a lock whose previous one was prev (0: none known)
+local function lock_sequence(prev, floor)
+  local clock = tonumber(redis.call('GET', T .. ':lock_clock') or '0')
+  local sequence = math.max(now, clock + 1, floor + 1, prev + 1)
+  redis.call('SET', T .. ':lock_clock', num(sequence))
+  return sequence
+end
+
+-- grant name to node's entry of sid; return the sequence
+local function lock_grant(name, node, sid, scope, conn, prev, floor)
+  local sequence = lock_sequence(prev, floor)
+  redis.call('HSET', T .. ':lock:' .. name, 'session', sid,
+    'sequence', num(sequence), 'scope', scope, 'connection', conn, 'node', node)
+  bump(T .. ':lockrefs:' .. sid, name, 1)
+  if tonumber(scope) == 1 then bump(T .. ':node_lockrefs:' .. node, name, 1) end
+  local told = T .. ':locknodes:' .. name
+  redis.call('DEL', told)
+  redis.call('SADD', told, node)
+  return sequence
+end
+
+-- the holder of name ({session, sequence, scope, connection, node}), or nil
+local function lock_holder(name)
+  local h = redis.call('HMGET', T .. ':lock:' .. name,
+    'session', 'sequence', 'scope', 'connection', 'node')
+  if not h[1] then return nil end
+  return h
+end
+
+-- add node's entry of sid to the queue of name (or keep its place, with the
+-- weaker scope)
+local function lock_enqueue(name, node, sid, scope, conn)
+  local entry = node .. '\t' .. sid
+  local wkey = T .. ':lockw:' .. name
+  local known = redis.call('HGET', wkey, entry)
+  if known then
+    if string.sub(known, 1, 1) ~= '1' then
+      redis.call('HSET', wkey, entry, scope .. '\t' .. conn)
+    end
+    return
+  end
+  redis.call('RPUSH', T .. ':lockq:' .. name, entry)
+  redis.call('HSET', wkey, entry, scope .. '\t' .. conn)
+  bump(T .. ':lockrefs:' .. sid, name, 1)
+  bump(T .. ':node_lockrefs:' .. node, name, 1)
+end
+
+-- forget a queue entry's side of the indexes; return its 'scope\tconnection'
+local function lock_unqueued(name, entry)
+  local wkey = T .. ':lockw:' .. name
+  local wanted = redis.call('HGET', wkey, entry)
+  redis.call('HDEL', wkey, entry)
+  local node, sid = split_entry(entry)
+  bump(T .. ':lockrefs:' .. sid, name, -1)
+  bump(T .. ':node_lockrefs:' .. node, name, -1)
+  return wanted
+end
+
+-- withdraw node's entry of sid from the queue of name; true if it was there
+local function lock_dequeue(name, node, sid)
+  local entry = node .. '\t' .. sid
+  if redis.call('LREM', T .. ':lockq:' .. name, 1, entry) == 0 then return false end
+  lock_unqueued(name, entry)
+  return true
+end
+
+-- withdraw every entry of the queue of name whose node (part 1) or session
+-- (part 2) is who
+local function lock_dequeue_all(name, part, who)
+  local qkey = T .. ':lockq:' .. name
+  for _, entry in ipairs(redis.call('LRANGE', qkey, 0, -1)) do
+    local node, sid = split_entry(entry)
+    if (part == 1 and node == who) or (part == 2 and sid == who) then
+      redis.call('LREM', qkey, 1, entry)
+      lock_unqueued(name, entry)
+    end
+  end
+end
+
+-- tell the nodes that asked for name (but skip) that holder h lost it
+local function lock_tell_lost(name, h, skip)
+  local frame = lock_frame('lock_lost', name, tonumber(h[2]), h[1])
+  for _, node in ipairs(redis.call('SMEMBERS', T .. ':locknodes:' .. name)) do
+    if node ~= skip then redis.call('PUBLISH', T .. ':inbox:' .. node, frame) end
+  end
+end
+
+-- holder h lets go of name: the first waiter of a live node gets it (its node
+-- is told), the entries of dead nodes before it go
+local function lock_hand_on(name, h)
+  redis.call('DEL', T .. ':lock:' .. name, T .. ':locknodes:' .. name)
+  bump(T .. ':lockrefs:' .. h[1], name, -1)
+  if tonumber(h[3]) == 1 then bump(T .. ':node_lockrefs:' .. h[5], name, -1) end
+  local qkey = T .. ':lockq:' .. name
+  while true do
+    local entry = redis.call('LPOP', qkey)
+    if not entry then return end
+    local wanted = lock_unqueued(name, entry)
+    local node, sid = split_entry(entry)
+    if is_live(node) and redis.call('EXISTS', T .. ':alive:' .. sid) == 1 then
+      local tab = string.find(wanted, '\t', 1, true)
+      local scope = string.sub(wanted, 1, tab - 1)
+      local conn = string.sub(wanted, tab + 1)
+      local sequence = lock_grant(name, node, sid, scope, conn, tonumber(h[2]), 0)
+      redis.call('PUBLISH', T .. ':inbox:' .. node,
+        lock_frame('lock_granted', name, sequence, sid, scope, conn))
+      return
+    end
+  end
+end
+
+-- a session ended: its entries go, its locks go to the next waiters
+local function session_locks_end(sid)
+  local rkey = T .. ':lockrefs:' .. sid
+  local names = redis.call('HKEYS', rkey)
+  for _, name in ipairs(names) do
+    lock_dequeue_all(name, 2, sid)
+    local h = lock_holder(name)
+    if h and h[1] == sid then
+      lock_tell_lost(name, h, nil)
+      lock_hand_on(name, h)
+    end
+  end
+  if #names > 0 then redis.call('DEL', rkey) end
+end
+
+-- a node left: its entries go, its connection-scoped locks go to the next
+-- waiters (the other nodes that asked are told)
+local function node_locks_drop(node)
+  local rkey = T .. ':node_lockrefs:' .. node
+  local names = redis.call('HKEYS', rkey)
+  for _, name in ipairs(names) do
+    lock_dequeue_all(name, 1, node)
+    local h = lock_holder(name)
+    if h and tonumber(h[3]) == 1 and h[5] == node then
+      lock_tell_lost(name, h, node)
+      lock_hand_on(name, h)
+    end
+  end
+  if #names > 0 then redis.call('DEL', rkey) end
+end
+
+-- end a session: its alive marker, handle, properties, grace and locks go
+-- (see session_locks_end); true if it was alive
 local function end_session(sid)
   local akey = T .. ':alive:' .. sid
   local handle = redis.call('GET', akey)
   redis.call('ZREM', T .. ':grace', sid)
   if not handle then return false end
   redis.call('DEL', akey, T .. ':handle:' .. handle, T .. ':props:' .. sid)
+  session_locks_end(sid)
   return true
 end
 
@@ -87,7 +266,7 @@ end
 local function release(node, sid, grace)
   local skey = T .. ':session:' .. sid
   redis.call('HDEL', T .. ':node:' .. node, sid)
-  redis.call('HDEL', T .. ':addr:' .. sid, node)
+  redis.call('DEL', T .. ':addr:' .. sid .. ':' .. node)
   local held = redis.call('HDEL', skey, node) == 1
   if redis.call('EXISTS', skey) == 0 then
     redis.call('SREM', T .. ':sessions', sid)
@@ -104,9 +283,11 @@ local function tell_nodes(note, skip)
   end
 end
 
--- a node leaves (or is reaped): its presence and handlers go, and every
--- live node hears that it is gone (work waiting on it fails at once)
+-- a node leaves (or is reaped): its locks' part (see node_locks_drop), its
+-- presence and handlers go, and every live node hears that it is gone (work
+-- waiting on it fails at once)
 local function drop_node(node, grace)
+  node_locks_drop(node) -- first: no hand-on below may pick its entries
   local nkey = T .. ':node:' .. node
   local sids = redis.call('HKEYS', nkey)
   for _, sid in ipairs(sids) do release(node, sid, grace) end
@@ -127,11 +308,6 @@ local function membership(node, grace)
   drop_node(node, grace)
   redis.call('ZREM', KEYS[1], node)
   return 2
-end
-
-local function is_live(node)
-  local deadline = redis.call('ZSCORE', KEYS[1], node)
-  return deadline and tonumber(deadline) >= now
 end
 
 -- {node, count, ...} of the live nodes holding sid

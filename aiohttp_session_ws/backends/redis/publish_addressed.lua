@@ -3,26 +3,23 @@
 --   2 no other live node's connection of it handles a path, 3 the chosen
 --   node does not listen.
 -- Among the other live holders whose connections handle the most specific
--- path, pick (in [0, 1)) chooses one, in node id order.
+-- path (the set T:addr:<session>:<node>), pick (in [0, 1)) chooses one, in
+-- node id order.
 local sid = redis.call('GET', T .. ':handle:' .. ARGV[2])
 if not sid then return {1, false} end
-local addressed = redis.call('HGETALL', T .. ':addr:' .. sid)
-local paths_of = {}
-for i = 1, #addressed, 2 do
-  local node = addressed[i]
-  if node ~= ARGV[3] and is_live(node) then
-    local set = {}
-    for path in string.gmatch(addressed[i + 1], '[^\n]+') do set[path] = true end
-    paths_of[node] = set
-  end
+local holders = {}
+for _, node in ipairs(redis.call('HKEYS', T .. ':session:' .. sid)) do
+  if node ~= ARGV[3] and is_live(node) then holders[#holders + 1] = node end
 end
+table.sort(holders)
 for i = 6, #ARGV do
   local found = {}
-  for node, set in pairs(paths_of) do
-    if set[ARGV[i]] then found[#found + 1] = node end
+  for _, node in ipairs(holders) do
+    if redis.call('SISMEMBER', T .. ':addr:' .. sid .. ':' .. node, ARGV[i]) == 1 then
+      found[#found + 1] = node
+    end
   end
   if #found > 0 then
-    table.sort(found)
     local node = found[math.floor(tonumber(ARGV[4]) * #found) + 1]
     if redis.call('PUBLISH', T .. ':inbox:' .. node, ARGV[5]) > 0 then
       return {0, node}

@@ -18,8 +18,20 @@ Keys, with ``T`` the tag (``{prefix}``):
 ``T:props:<session>`` (hash: a live session's user properties),
 ``T:handle_key`` (string: the cluster's key of public handles),
 ``T:paths:<node>`` (set: the paths the node's request handlers serve),
-``T:addr:<session>`` (hash: node -> the paths its connections of the
-session handle when a request is addressed to it, newline-separated).
+``T:addr:<session>:<node>`` (set: the paths the node's connections of the
+session handle when a request is addressed to it);
+the session locks (``lock_*.lua``, see :mod:`.locks`):
+``T:lock:<name>`` (hash, while held: ``session``, ``sequence``, ``scope``,
+``connection``, ``node``: the node that took it or weakened it to
+connection scope),
+``T:lockq:<name>`` (list: the waiters' entries, node and session joined by
+a tab, first come first served), ``T:lockw:<name>`` (hash: entry -> scope
+and connection joined by a tab),
+``T:locknodes:<name>`` (set: the nodes told if the holder loses it),
+``T:lockrefs:<session>`` (hash: name -> the session's entries in its queue,
+plus 1 if it holds it), ``T:node_lockrefs:<node>`` (hash: name -> the
+node's entries in its queue, plus 1 if a connection-scoped holder is on that
+node), ``T:lock_clock`` (string: the last sequence issued, of any name).
 """
 
 from __future__ import annotations
@@ -55,3 +67,8 @@ HANDLE_KEY = script("handle_key")
 WRITE_PATHS = script("write_paths")
 HANDLER_TABLE = script("handler_table")
 PUBLISH_ADDRESSED = script("publish_addressed")
+LOCK_ACQUIRE = script("lock_acquire")
+LOCK_CANCEL = script("lock_cancel")
+LOCK_RELEASE = script("lock_release")
+LOCK_STATE = script("lock_state")
+LOCK_HELD = script("lock_held")

@@ -1,8 +1,9 @@
 -- ARGV: tag, node, lease_us, reset, grace_us,
 --   then per session: session, count, handle, newest_us, want (1: list its
 --   other holders, which the node does not know), addressed (the paths its
---   connections here handle when a request is addressed to the session,
---   newline-separated; '' for none)
+--   connections here handle when a request is addressed to the session:
+--   '' no change, '=' then the whole set, '~' then changes, each '+path' or
+--   '-path'; newline-separated)
 --   -> {now, membership, {session, closed_at_us, ...}, started, ended,
 --       {session, {other holder, ...}, ...}}
 -- The last part lists the other holders of each session this node begins to
@@ -35,10 +36,20 @@ for i = 6, #ARGV, 6 do
   redis.call('SREM', stale, sid)
   if count > 0 then
     local added = hold(node, sid, count, ARGV[i + 2], tonumber(ARGV[i + 3]))
-    if ARGV[i + 5] ~= '' then
-      redis.call('HSET', T .. ':addr:' .. sid, node, ARGV[i + 5])
-    else
-      redis.call('HDEL', T .. ':addr:' .. sid, node)
+    local spec = ARGV[i + 5]
+    if spec ~= '' then
+      local akey = T .. ':addr:' .. sid .. ':' .. node
+      local kind, body = string.sub(spec, 1, 1), string.sub(spec, 2)
+      if kind == '=' then redis.call('DEL', akey) end
+      for item in string.gmatch(body, '[^\n]+') do
+        if kind == '=' then
+          redis.call('SADD', akey, item)
+        elseif string.sub(item, 1, 1) == '+' then
+          redis.call('SADD', akey, string.sub(item, 2))
+        else
+          redis.call('SREM', akey, string.sub(item, 2))
+        end
+      end
     end
     if added or reset > 0 or ARGV[i + 4] == '1' then
       holders[#holders + 1] = sid

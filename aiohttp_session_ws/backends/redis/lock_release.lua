@@ -1,0 +1,9 @@
+-- ARGV: tag, name, session, sequence -> 1 if the session held the lock with
+-- that sequence (the next waiter of a live node has it now), else 0
+local name = ARGV[2]
+local h = lock_holder(name)
+if not h or h[1] ~= ARGV[3] or tonumber(h[2]) ~= tonumber(ARGV[4]) then
+  return 0
+end
+lock_hand_on(name, h)
+return 1

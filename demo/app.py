@@ -30,6 +30,7 @@ from aiohttp_session_ws import (
     setup_session_ws,
 )
 from aiohttp_session_ws.authorization import (
+    ACQUIRE_LOCK,
     REGISTER_HANDLER,
     SEND_TO_PATH,
     SEND_TO_SESSION,
@@ -58,7 +59,12 @@ MESSAGING_PERMISSIONS = frozenset(
     {REGISTER_HANDLER, SEND_TO_PATH, SEND_TO_SESSION, VIEW_SESSION}
 )
 """What a logged-in user may do beyond their own session: messaging, and
-reading a sender's properties with the requests they handle."""
+reading a sender's properties with the requests they handle (or a lock
+holder's)."""
+
+LOCK_PREFIX = "docs/"
+"""The session locks a logged-in user may take and look at: the page's
+documents (:data:`~demo.page.DOCUMENTS`) are below it."""
 
 
 def make_registry(redis_url: str | None = None) -> SessionWSRegistry:
@@ -94,12 +100,16 @@ async def connection_properties(request: web.Request) -> dict[str, object]:
 
 
 async def authorize(request: web.Request, action: Action) -> bool:
-    """Logged-in users may do messaging; anonymous ones nothing beyond their session.
+    """Logged-in users may do messaging and take the locks below ``docs/``.
 
-    ``request`` is the websocket's upgrade request: the login of the moment
-    the connection opened, as in its ``$Principal``.
+    Anonymous users may do nothing beyond their session. ``request`` is the
+    websocket's upgrade request: the login of the moment the connection
+    opened, as in its ``$Principal``.
     """
-    if action.permission not in MESSAGING_PERMISSIONS:
+    if action.permission == ACQUIRE_LOCK:
+        if not (action.lock or "").startswith(LOCK_PREFIX):
+            return False
+    elif action.permission not in MESSAGING_PERMISSIONS:
         return False
     return await logged_in_user(request) is not None
 
@@ -182,15 +192,34 @@ async def live(request: web.Request) -> web.WebSocketResponse:
     ``{"kind": "connections", "count": n}`` to the session once the
     websocket is registered and once it has closed; the new tab itself asks
     with the ``connections`` op, as pushes reach it only after its hello.
+    A logged-in session gets the user property ``user`` (its user's name),
+    which other sessions can read (``properties`` with their handle): the
+    page names who holds a document's edit lock.
     """
     registry = get_registry(request)
     context = session_ws_protocol(request)
     async with context as ws:
         session_ws_id = context.session_ws_id
+        await show_user(registry, session_ws_id, await logged_in_user(request))
         await push_count(registry, session_ws_id)
         await serve_protocol(request, ws)
     await push_count(registry, session_ws_id)
     return ws
+
+
+USER_PROPERTY = "user"
+"""The user property of a logged-in session: the user's name, for the others."""
+
+
+async def show_user(
+    registry: SessionWSRegistry, session_ws_id: Hashable, name: str | None
+) -> None:
+    """Set the session's ``user`` property, for other sessions to read."""
+    if name is None:
+        return
+    # while Redis is down, the page names the holder by its handle alone
+    with contextlib.suppress(BackendUnavailableError):
+        await registry.set_session_properties(session_ws_id, {USER_PROPERTY: name})
 
 
 async def push_count(registry: SessionWSRegistry, session_ws_id: Hashable) -> None:

@@ -42,6 +42,11 @@ INDEX_HTML = """\
   h2 { font-size: 1.2rem; margin-top: 2rem; }
   .hint { color: #444; font-size: .9rem; }
   button { font: inherit; padding: .3rem .8rem; margin: 0 .3rem .3rem 0; }
+  #documents { list-style: none; padding: 0; }
+  #documents li { border: 1px solid #ccc; border-radius: .4rem;
+                  padding: .4rem .8rem; margin-bottom: .5rem; }
+  #documents .doc-state { overflow-wrap: anywhere; margin: .2rem 0; }
+  #documents .editing { border-color: #11602a; background: #d9f5df; }
   /* narrow screens (a phone is 375 px wide): each value under its label */
   @media (max-width: 40rem) {
     body { margin: 1rem auto; }
@@ -108,6 +113,16 @@ INDEX_HTML = """\
 <ol id="responses"></ol>
 <p class="hint">Requests this tab answered:</p>
 <ol id="handled"></ol>
+<h2>Shared documents</h2>
+<p id="editing-hint" class="hint">One tab at a time edits a document: its
+<em>Edit</em> button takes the session lock of the document's name, and the
+other tabs wait in line, first come, first served. The edit lock is
+connection-scoped (<code>UNLOCK_ON_CONNECTION_LOSS</code>): closing the tab
+that holds it, or logging out, hands it to the next tab in line. The holder
+shows the lock's sequence: its fencing token.</p>
+<ul id="documents">
+{{DOCUMENTS}}
+</ul>
 <p>Open this page in a second tab: both tabs share one session, and what you
 push in one shows in both. Reset or log out in either and the connections of
 every tab close. Log in as another user in a second browser (or a private
@@ -115,7 +130,7 @@ window) and send requests between the two. You can also visit
 <a href="/reset" target="_blank">/reset</a> or
 <a href="/logout" target="_blank">/logout</a> directly.</p>
 <script type="module">
-import { connect, RejectedError, SessionState } from {{CLIENT}};
+import { connect, RejectedError, SessionLockScope, SessionState } from {{CLIENT}};
 
 const $ = (id) => document.getElementById(id);
 const NODE = $("node").textContent;
@@ -135,6 +150,12 @@ let me = null;  // {principal, roles} of this connection's login, or null
 let echoing = null;  // {session, registration} of the path handler
 let syncing = false;
 let sends = 0;
+// Shared documents: each one's edit lock, by the index of its row
+const DOCUMENTS = {{DOCUMENT_NAMES}};
+const EDIT = { scope: SessionLockScope.UNLOCK_ON_CONNECTION_LOSS };
+const REFRESH_MS = 2000;  // lock_info of every document, while logged in
+const docs = DOCUMENTS.map((name, index) => ({ name, index, ...idle() }));
+const principals = new Map();  // a holder's handle -> its user, once asked
 
 function show(state, text) {
   $("state").className = state;
@@ -184,12 +205,15 @@ function changed(current, state) {
       $("user").textContent = describeUser(me);
       showAnswering();
     }
+    refreshDocuments();
   } else if (state === SessionState.RECONNECTING) {
     show("connecting", "Reconnecting\\u2026 the connection closed, " + why(current));
     forget();
+    renderDocuments();
   } else if (state === SessionState.CLOSED) {
     show("closed", "Closed, " + why(current));
     forget();
+    renderDocuments();
     $("answering").textContent = "Not connected: no requests reach this tab.";
     if (pressed === "login") {
       start();  // the login's new id: connect as the user
@@ -260,6 +284,7 @@ async function setUpMessaging(current) {
   me = principal ? { principal, roles } : null;
   $("user").textContent =
     me ? describeUser(me) : "nobody: log in to send and answer requests";
+  refreshDocuments();
   if (!me) {
     showAnswering();
     return;
@@ -349,6 +374,176 @@ async function send(event) {
   }
 }
 
+// Shared documents: Edit takes the document's session lock for this
+// connection (UNLOCK_ON_CONNECTION_LOSS); the tab shows what lock_info says
+// after each of its own lock events, and every REFRESH_MS.
+
+function idle() {
+  return { lock: null, waiting: null, info: null, note: "" };
+}
+
+function connected() {
+  return session !== null && session.state === SessionState.CONNECTED;
+}
+
+async function edit(doc) {
+  const current = session;
+  if (!connected() || !me || doc.lock || doc.waiting) return;
+  const waiting = new AbortController();
+  doc.waiting = waiting;
+  doc.note = "";
+  renderDocument(doc);
+  refreshDocument(doc);
+  try {
+    const lock = await current.lock(doc.name, { ...EDIT, signal: waiting.signal });
+    if (current !== session) return;
+    doc.lock = lock;
+    lock.onLost((reason) => {
+      if (doc.lock !== lock) return;
+      doc.lock = null;
+      doc.note = "This tab lost the edit lock: " + reason + ".";
+      refreshDocument(doc);
+    });
+  } catch (error) {
+    if (current !== session) return;
+    doc.note = error.name === "AbortError"
+      ? "You stopped waiting."
+      : "Could not edit: " + error.message;
+  } finally {
+    if (doc.waiting === waiting) doc.waiting = null;
+  }
+  refreshDocument(doc);
+}
+
+async function release(doc) {
+  const lock = doc.lock;
+  if (!lock) return;
+  doc.lock = null;
+  try {
+    await lock.unlock();
+    doc.note = "";
+  } catch (error) {
+    doc.note = "Could not release: " + error.message;
+  }
+  refreshDocument(doc);
+}
+
+function stopWaiting(doc) {
+  doc.waiting?.abort();
+}
+
+/** Ask who holds the document's lock, and who waits; then show it. */
+async function refreshDocument(doc) {
+  const current = session;
+  if (!connected() || !me) {
+    renderDocument(doc);
+    return;
+  }
+  try {
+    const info = await current.lockInfo(doc.name);
+    if (current !== session) return;
+    doc.info = info;
+    if (info.owner && info.owner !== current.sessionId) await principalOf(info.owner);
+  } catch {
+    // the connection dropped meanwhile: the state says so
+  }
+  renderDocument(doc);
+}
+
+function refreshDocuments() {
+  for (const doc of docs) refreshDocument(doc);
+}
+
+function renderDocuments() {
+  for (const doc of docs) renderDocument(doc);
+}
+
+/** Learn the holder's user once per handle (its session's property "user"). */
+async function principalOf(handle) {
+  if (principals.has(handle)) return;
+  if (principals.size > 50) principals.clear();
+  principals.set(handle, null);  // asked: not again
+  try {
+    const properties = await session.properties({ sessionId: handle });
+    principals.set(handle, properties.user ?? null);  // the demo's /live sets it
+  } catch {
+    principals.delete(handle);  // the connection dropped: ask again later
+  }
+}
+
+function holderName(handle, principal) {
+  return principal ? principal + " (session " + handle + ")" : "session " + handle;
+}
+
+function queueText(info, waiting) {
+  const place = info.queue.indexOf(session?.sessionId) + 1;
+  if (waiting && place > 0) {
+    return "You are number " + place + " of " + info.queue.length + " in line.";
+  }
+  const count = info.waiting;
+  if (waiting) {
+    if (count === 0) return "Joining the line\u2026";  // not queued yet
+    return "Waiting in line: " + count + (count === 1 ? " session." : " sessions.");
+  }
+  return count === 0 ? "Nobody waits." : count + " waiting.";
+}
+
+/** Show a document's row: who edits it, who waits, and its buttons. */
+function renderDocument(doc) {
+  const state = $("doc-" + doc.index + "-state");
+  const editButton = $("doc-" + doc.index + "-edit");
+  const releaseButton = $("doc-" + doc.index + "-release");
+  const row = $("doc-" + doc.index);
+  const info = doc.info;
+  const mine = session?.sessionId;
+  let text;
+  let editing = false;
+  editButton.textContent = "Edit";
+  editButton.hidden = false;
+  editButton.disabled = false;
+  releaseButton.hidden = true;
+  if (doc.lock?.isOwned) {
+    editing = true;
+    text = "You are editing " + doc.name + " in this tab (fencing token " +
+           doc.lock.sequence + ")." + (info ? " " + queueText(info, false) : "");
+    editButton.hidden = true;
+    releaseButton.hidden = false;
+  } else if (!connected()) {
+    text = "Not connected.";
+    editButton.disabled = true;
+  } else if (!me) {
+    text = "Log in to edit.";
+    editButton.disabled = true;
+  } else if (doc.waiting) {
+    const owner = info?.owner;
+    const who = owner ? holderName(owner, principals.get(owner)) : "the holder";
+    text = "Waiting for " + who + " to finish." +
+           (info ? " " + queueText(info, true) : "");
+    editButton.textContent = "Stop waiting";
+  } else if (info?.owner && info.owner === mine) {
+    text = "Your session edits it in another tab (fencing token " +
+           info.sequence + ").";
+    editButton.disabled = true;
+  } else if (info?.owner) {
+    const who = holderName(info.owner, principals.get(info.owner));
+    text = "Being edited by " + who + ". " + queueText(info, false);
+  } else {
+    text = "Free: nobody edits it.";
+  }
+  if (doc.note) text += " " + doc.note;
+  state.textContent = text;
+  row.className = editing ? "editing" : "";
+}
+
+for (const doc of docs) {
+  $("doc-" + doc.index + "-edit").onclick = () =>
+    doc.waiting ? stopWaiting(doc) : edit(doc);
+  $("doc-" + doc.index + "-release").onclick = () => release(doc);
+}
+setInterval(() => {
+  if (connected() && me) refreshDocuments();
+}, REFRESH_MS);
+
 function pushed(data) {
   if (data === null || typeof data !== "object") return;
   if (data.kind === "connections") {
@@ -365,6 +560,8 @@ async function start() {
   session = null;
   me = null;
   echoing = null;
+  for (const doc of docs) Object.assign(doc, idle());
+  renderDocuments();
   $("reconnect").disabled = true;
   show("connecting", "Connecting\\u2026");
   let current;
@@ -421,8 +618,23 @@ start();
 </body>
 </html>
 """
-"""The page at ``/``: ``{{NODE}}``, ``{{BACKEND}}``, ``{{CLIENT}}``, ``{{USERS}}``
-to fill in."""
+"""The page at ``/``: ``{{NODE}}``, ``{{BACKEND}}``, ``{{CLIENT}}``, ``{{USERS}}``,
+``{{DOCUMENTS}}`` and ``{{DOCUMENT_NAMES}}`` to fill in."""
+
+DOCUMENTS: tuple[str, ...] = ("docs/readme", "docs/plan", "docs/notes")
+"""The shared documents of the page: each one's *Edit* button takes the
+session lock of its name (the demo's policy allows the locks below ``docs/``)."""
+
+
+def document_rows(documents: Sequence[str]) -> str:
+    """The ``<li>`` of each shared document: its name, state and buttons."""
+    return "\n".join(
+        f'  <li id="doc-{index}"><code>{html.escape(name)}</code>\n'
+        f'    <p class="doc-state" id="doc-{index}-state">&ndash;</p>\n'
+        f'    <button id="doc-{index}-edit" disabled>Edit</button>\n'
+        f'    <button id="doc-{index}-release" hidden>Release</button></li>'
+        for index, name in enumerate(documents)
+    )
 
 
 def user_options(users: Mapping[str, Sequence[str]]) -> str:
@@ -440,17 +652,22 @@ def render_page(
     backend: str,
     client: str,
     users: Mapping[str, Sequence[str]] = USERS,
+    documents: Sequence[str] = DOCUMENTS,
 ) -> str:
     """The page at ``/``: it names the node and backend, and opens ``/live``.
 
     :param client: the URL of the browser client, ``session-ws.js``; it goes
         into the script as a string literal.
     :param users: the names (and roles) the login form offers.
+    :param documents: the names of the shared documents (lock names).
     """
     literal = json.dumps(client).replace("<", "\\u003c")  # no </script> in it
+    names = json.dumps(list(documents)).replace("<", "\\u003c")
     return (
         INDEX_HTML.replace("{{NODE}}", html.escape(node))
         .replace("{{BACKEND}}", html.escape(backend))
         .replace("{{USERS}}", user_options(users))
+        .replace("{{DOCUMENTS}}", document_rows(documents))
+        .replace("{{DOCUMENT_NAMES}}", names)
         .replace("{{CLIENT}}", literal)
     )

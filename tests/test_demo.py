@@ -55,7 +55,7 @@ from demo.key import (
     load_key,
     random_key,
 )
-from demo.page import INDEX_HTML, render_page
+from demo.page import DOCUMENTS, INDEX_HTML, render_page
 
 from .redis_server import RedisServer
 
@@ -152,8 +152,10 @@ async def test_page_is_served_and_starts_a_session(client: Client, key: bytes) -
     assert resp.content_type == "text/html"
     page = await resp.text()
     for needle in (
-        "import { connect, RejectedError, SessionState } from "
+        "import { connect, RejectedError, SessionLockScope, SessionState } from "
         '"/session-ws/session-ws.js";',
+        '<button id="doc-0-edit" disabled>Edit</button>',
+        "UNLOCK_ON_CONNECTION_LOSS",
         'action="/login"',
         '<option value="bob">bob (user)</option>',
         'connect("/live"',
@@ -291,6 +293,7 @@ globalThis.FormData = class { *[Symbol.iterator]() { yield ["user", "bob"]; } };
 // a stand-in for session-ws.js
 const SessionState = {CONNECTING: "connecting", CONNECTED: "connected",
                       RECONNECTING: "reconnecting", CLOSED: "closed"};
+const SessionLockScope = {UNLOCK_ON_SESSION_LOSS: 0, UNLOCK_ON_CONNECTION_LOSS: 1};
 const sessions = [];
 let refuse = false;
 let loggedIn = false;
@@ -303,6 +306,7 @@ async function connect(url, options) {
     return {close: async () => {}};
   };
   const user = loggedIn ? {$Principal: "bob", $Roles: '"user"'} : {};
+  const locked = [];
   const session = {
     url, options, state: "connected", closeCode: null, closeReason: "",
     connectionId: "c" + n, sessionId: "h" + n, registered,
@@ -314,6 +318,14 @@ async function connect(url, options) {
     addStateListener(listener) { listeners.push(listener); },
     onPush(listener) { pushListeners.push(listener); },
     request: async (op) => op === "connections" ? {count: 2} : null,
+    locked,
+    lockInfo: async (name) => ({name, owner: null, sequence: null, scope: null,
+                                waiting: 0, queue: []}),
+    lock: async (name, options) => {
+      locked.push([name, options.scope, options.signal instanceof AbortSignal]);
+      return {name, sequence: 7, scope: options.scope, owner: "h" + n,
+              isOwned: true, onLost() {}, unlock: async () => true};
+    },
     set(state, code, reason = "") {
       const old = session.state;
       Object.assign(session, {state, closeCode: code ?? session.closeCode,
@@ -339,6 +351,7 @@ const first = {
   connections: el("connections").textContent, options: current().options,
   url: current().url, reconnect: el("reconnect").disabled,
   user: el("user").textContent, registered: current().registered,
+  documents: [0, 1, 2].map((i) => el("doc-" + i + "-state").textContent),
 };
 const close = async (code, reason = "") => {
   current().set("closed", code, reason);
@@ -370,9 +383,14 @@ current().set("closed", 1000);
 seen();
 await flush();
 seen();
+const free = el("doc-1-state").textContent;
+await el("doc-1-edit").onclick();       // Edit: the document's edit lock
+await flush();
 const login = {
   user: el("user").textContent, answering: el("answering").textContent,
-  registered: current().registered,
+  registered: current().registered, free, locked: current().locked,
+  editing: el("doc-1-state").textContent,
+  release: el("doc-1-release").hidden, edit: el("doc-1-edit").hidden,
 };
 refuse = true;
 await el("reconnect").onclick();
@@ -381,11 +399,12 @@ console.log(JSON.stringify({
   states, first, connections, pushes, login, title: document.title,
   reconnect: el("reconnect").disabled,
 }));
+process.exit(0);  // the page refreshes its documents on a timer
 """
 """Runs the page's script with stand-ins for the DOM, fetch and the client."""
 
 CLIENT_IMPORT = (
-    "import { connect, RejectedError, SessionState } from "
+    "import { connect, RejectedError, SessionLockScope, SessionState } from "
     '"/session-ws/session-ws.js";\n'
 )
 
@@ -430,6 +449,7 @@ def test_the_page_says_who_closed_it_when_run() -> None:
         "reconnect": True,  # the button is disabled while connected
         "user": "nobody: log in to send and answer requests",
         "registered": [],  # anonymous: no handlers
+        "documents": ["Log in to edit."] * 3,
     }
     echo = {"sessionProperties": ["$Principal"]}
     assert seen["login"] == {
@@ -440,6 +460,13 @@ def test_the_page_says_who_closed_it_when_run() -> None:
             ["addStreamHandler", "demo/echo", {"addressed": True, **echo}],
             ["addRequestHandler", "demo/echo", echo],
         ],
+        "free": "Free: nobody edits it.",
+        # connection-scoped, with a signal to stop waiting
+        "locked": [["docs/plan", 1, True]],
+        "editing": "You are editing docs/plan in this tab (fencing token 7). "
+        "Nobody waits.",
+        "release": False,
+        "edit": True,
     }
     assert seen["connections"] == "3"
     assert seen["pushes"] == [
@@ -846,6 +873,46 @@ async def test_anonymous_sessions_may_not_do_messaging(client: Client) -> None:
             await tab.request(op, **args)
         assert caught.value.code == ErrorCode.FORBIDDEN, op
     await tab.close()
+
+
+async def test_logged_in_users_take_the_document_locks_and_no_other(
+    client: Client,
+) -> None:
+    anonymous = await live(client)
+    for op in ("lock", "lock_info"):
+        with pytest.raises(ProtocolError) as caught:
+            await anonymous.request(op, name="docs/readme")
+        assert caught.value.code == ErrorCode.FORBIDDEN, op
+    await log_in(client.session, client.make_url("/"), "carol")
+    await until_closed(anonymous)
+    carol = await live(client)
+    for name in DOCUMENTS:
+        held = await carol.request("lock", name=name, scope=1)
+        assert (held["name"], held["owner"], held["scope"]) == (
+            name,
+            carol.session_id,
+            1,
+        )
+        info = await carol.request("lock_info", name=name)
+        assert (info["owner"], info["sequence"]) == (carol.session_id, held["sequence"])
+        sequence = held["sequence"]
+        assert await carol.request("unlock", name=name, sequence=sequence) == {
+            "unlocked": True
+        }
+    for name in ("admin/x", "docsx", "other"):
+        with pytest.raises(ProtocolError) as caught:
+            await carol.request("lock", name=name)
+        assert caught.value.code == ErrorCode.FORBIDDEN, name
+    # the holder's principal, for the page that waits
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        await log_in(http, client.make_url("/"), "bob")
+        bob = await asyncio.wait_for(
+            connect_live(client.make_url("/live"), session=http), TIMEOUT
+        )
+        properties = await bob.properties(session_id=carol.session_id)
+        assert properties == {"$SessionId": carol.session_id, "user": "carol"}
+        await bob.close()
+    await carol.close()
 
 
 async def test_logged_in_users_send_to_a_path_a_session_and_a_filter(

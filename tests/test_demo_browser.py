@@ -11,13 +11,14 @@ installs both. One browser serves the module, so the tests share its loop.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
 
 from aiohttp_session_ws import REGISTRY_APP_KEY, SessionWSRegistry
 from demo import make_app
@@ -355,3 +356,125 @@ async def test_two_users_on_two_nodes_send_requests_by_path_session_and_filter(
         await expect(responses[bob].nth(1)).to_have_text(
             f'bob on {on_other} echoed "me?"'
         )
+
+
+def document(page: Page, index: int) -> tuple[Locator, Locator, Locator]:
+    """The state line, the Edit button and the Release button of a document."""
+    return (
+        page.locator(f"#doc-{index}-state"),
+        page.locator(f"#doc-{index}-edit"),
+        page.locator(f"#doc-{index}-release"),
+    )
+
+
+def waiting_for(user: str, handle: str) -> re.Pattern[str]:
+    """The state line of the first in line: its place, or the line's length
+    when the backend does not tell the queue."""
+    return re.compile(
+        re.escape(f"Waiting for {user} (session {handle}) to finish. ")
+        + r"(You are number 1 of 1 in line\.|Waiting in line: 1 session\.)$"
+    )
+
+
+def token_of(text: str | None) -> int:
+    """The fencing token a holder's state line shows."""
+    found = re.search(r"fencing token (\d+)\)", text or "")
+    assert found, text
+    return int(found[1])
+
+
+async def test_two_users_take_turns_editing_a_document(
+    browser: Browser, node: TestServer
+) -> None:
+    async with user_tab(browser, node) as alice, user_tab(browser, node) as bob:
+        state, edit, _ = document(alice, 0)
+        await expect(state).to_have_text("Log in to edit.")
+        await expect(edit).to_be_disabled()
+        alice_handle = await log_in(alice, "alice", "admin, user")
+        await log_in(bob, "bob", "user")
+        for page in (alice, bob):
+            await expect(document(page, 0)[0]).to_have_text("Free: nobody edits it.")
+        assert "UNLOCK_ON_CONNECTION_LOSS" in (
+            await alice.locator("#editing-hint").text_content() or ""
+        )
+
+        # alice edits: her tab holds the lock, bob's tab names her
+        a_state, a_edit, a_release = document(alice, 0)
+        await a_edit.click()
+        await expect(a_state).to_contain_text(
+            "You are editing docs/readme in this tab (fencing token "
+        )
+        await expect(a_release).to_be_visible()
+        await expect(a_edit).to_be_hidden()
+        first_token = token_of(await a_state.text_content())
+        b_state, b_edit, b_release = document(bob, 0)
+        await expect(b_state).to_have_text(
+            f"Being edited by alice (session {alice_handle}). Nobody waits."
+        )
+
+        # bob waits in line; alice's tab sees him wait
+        await b_edit.click()
+        await expect(b_state).to_have_text(waiting_for("alice", alice_handle))
+        await expect(b_edit).to_have_text("Stop waiting")
+        await expect(a_state).to_contain_text("1 waiting.")
+
+        # alice releases: bob's tab holds it, with a larger token
+        await a_release.click()
+        await expect(b_state).to_contain_text(
+            "You are editing docs/readme in this tab (fencing token "
+        )
+        assert token_of(await b_state.text_content()) > first_token
+        await expect(b_release).to_be_visible()
+        await expect(a_state).to_contain_text("Being edited by bob (session ")
+
+        # alice waits for it, then stops waiting: the line is empty again
+        await a_edit.click()
+        await expect(b_state).to_contain_text("1 waiting.")
+        await expect(a_edit).to_have_text("Stop waiting")
+        await a_edit.click()
+        await expect(a_state).to_contain_text("You stopped waiting.")
+        await expect(b_state).to_contain_text("Nobody waits.")
+
+        # alice waits again; bob logs out: it is handed on to alice
+        await a_edit.click()
+        await expect(b_state).to_contain_text("1 waiting.")
+        await bob.locator("#logout").click()
+        await expect(a_state).to_contain_text(
+            "You are editing docs/readme in this tab (fencing token "
+        )
+        await expect(b_state).to_contain_text("This tab lost the edit lock: ")
+
+
+async def test_closing_the_holders_tab_hands_the_lock_on_across_two_nodes(
+    browser: Browser, redis_server: RedisServer
+) -> None:
+    key = random_key()
+    async with (
+        serving(make_app(key, redis_url=redis_server.url)) as one,
+        serving(make_app(key, redis_url=redis_server.url)) as other,
+        user_tab(browser, other) as bob,
+    ):
+        await log_in(bob, "bob", "user")
+        b_state, b_edit, _ = document(bob, 1)
+        async with user_tab(browser, one) as alice:
+            alice_handle = await log_in(alice, "alice", "admin, user")
+            a_state, a_edit, _ = document(alice, 1)
+            await a_edit.click()
+            await expect(a_state).to_contain_text(
+                "You are editing docs/plan in this tab (fencing token "
+            )
+            token = token_of(await a_state.text_content())
+            await expect(b_state).to_have_text(
+                f"Being edited by alice (session {alice_handle}). Nobody waits."
+            )
+            await b_edit.click()
+            await expect(b_state).to_have_text(waiting_for("alice", alice_handle))
+            await expect(a_state).to_contain_text("1 waiting.")
+            # the other documents stay free
+            await expect(document(bob, 0)[0]).to_have_text("Free: nobody edits it.")
+        # alice's tab closed: its connection-scoped lock goes to bob, on the other node
+        await expect(b_state).to_contain_text(
+            "You are editing docs/plan in this tab (fencing token "
+        )
+        assert token_of(await b_state.text_content()) > token
+        await expect(bob.locator("#node")).to_have_text(f"127.0.0.1:{other.port}")

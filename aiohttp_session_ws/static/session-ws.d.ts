@@ -24,6 +24,17 @@ export declare const SessionState: Readonly<{
 /** One of SessionState's values. */
 export type SessionState = (typeof SessionState)[keyof typeof SessionState];
 
+/** When a session lock is released without an unlock(). */
+export declare const SessionLockScope: Readonly<{
+  /** When the session ends (logout, a new session ws id, its grace period over): it outlives a reconnection. */
+  UNLOCK_ON_SESSION_LOSS: 0;
+  /** When the connection that took it closes: the weaker scope. */
+  UNLOCK_ON_CONNECTION_LOSS: 1;
+}>;
+
+/** One of SessionLockScope's values. */
+export type SessionLockScope = (typeof SessionLockScope)[keyof typeof SessionLockScope];
+
 /** The error codes of docs/protocol.rst; a newer server may send others. */
 export type ErrorCode =
   | "bad_frame"
@@ -41,6 +52,7 @@ export type ErrorCode =
   | "session_closed"
   | "handler_conflict"
   | "bad_filter"
+  | "cancelled"
   | (string & {});
 
 /** What JSON carries: the arguments of a request, the data of a result or push. */
@@ -292,6 +304,49 @@ export interface Messaging {
   ): Promise<FilterResponses<R>>;
 }
 
+/** The options of Session.lock(). */
+export interface LockOptions {
+  /** Default SessionLockScope.UNLOCK_ON_SESSION_LOSS. */
+  scope?: SessionLockScope;
+  /** Milliseconds to wait for the grant at most (ProtocolError "timeout"); default: no end, and requestTimeout does not apply. */
+  timeout?: number;
+  /** Its abort withdraws the request (op cancel): the promise rejects with the signal's reason. */
+  signal?: AbortSignal;
+}
+
+/** A session lock this client holds: what Session.lock() resolves to. */
+export interface SessionLock {
+  /** The lock's name, such as "docs/42". */
+  readonly name: string;
+  /** The fencing token of this grant: later grants of the name have larger ones. */
+  readonly sequence: number;
+  /** When it is released without an unlock(). */
+  readonly scope: SessionLockScope;
+  /** The public handle of the session that holds it (this one). */
+  readonly owner: string;
+  /** Whether the session still holds it, as far as this client knows. */
+  readonly isOwned: boolean;
+  /** Resolves to why it was lost; never settles if it is unlocked instead. */
+  readonly lost: Promise<string>;
+  /** Release it: true if the session still held it. While reconnecting, it goes out once connected. */
+  unlock(): Promise<boolean>;
+  /** Call listener(reason, lock) when it is lost (at once if it was); returns its remover. */
+  onLost(listener: (reason: string, lock: SessionLock) => void): () => void;
+}
+
+/** Who holds a lock now, and who waits: what Session.lockInfo() resolves to. */
+export interface LockInfo {
+  readonly name: string;
+  /** The public handle of the holding session; null when free. */
+  readonly owner: string | null;
+  readonly sequence: number | null;
+  readonly scope: SessionLockScope | null;
+  /** How many sessions wait for it. */
+  readonly waiting: number;
+  /** The waiting sessions' handles, first first, when the backend tells them; else empty. */
+  readonly queue: readonly string[];
+}
+
 /** One protocol session: a connection, and its successors when reconnecting. */
 export declare class Session {
   /** Made by connect(), not directly. */
@@ -331,6 +386,16 @@ export declare class Session {
   pingServer(): Promise<number>;
   /** Op "properties": the session's properties, string to string. */
   properties(options?: PropertiesOptions): Promise<Record<string, string>>;
+  /**
+   * Op "lock": take the session lock name for this session, once granted
+   * (first come, first served). A lock the session holds comes back at once,
+   * the same object while this client holds it. Rejects with ProtocolError
+   * ("forbidden", "bad_frame", "timeout"...), ConnectionLostError, or the
+   * signal's reason.
+   */
+  lock(name: string, options?: LockOptions): Promise<SessionLock>;
+  /** Op "lock_info": who holds the lock name, and how many wait. */
+  lockInfo(name: string): Promise<LockInfo>;
   /**
    * Send request op with args; resolve to the data of its result. Rejects
    * with ProtocolError, RequestTimeoutError, ConnectionLostError or TypeError.

@@ -30,6 +30,15 @@ export const SessionState = Object.freeze({
   CLOSED: "closed",
 });
 
+/** When a session lock is released without an unlock() (docs/client-browser.rst, "Locks"). */
+export const SessionLockScope = Object.freeze({
+  /** When the session ends (logout, a new session ws id, its grace period
+   * over), wherever its connections are: it outlives a reconnection. */
+  UNLOCK_ON_SESSION_LOSS: 0,
+  /** When the connection that took it closes: the weaker scope. */
+  UNLOCK_ON_CONNECTION_LOSS: 1,
+});
+
 /** A request failed: the server answered with an error frame. */
 export class ProtocolError extends Error {
   /**
@@ -141,6 +150,10 @@ const TELL = Symbol("tell");
 const FRAME = Symbol("frame");
 const CONNECTED = Symbol("connected");
 const LOST = Symbol("lost");
+/** A SessionLock's hooks for its Session (module-private). */
+const END = Symbol("end");
+const GRANT = Symbol("grant");
+const CHECKED = Symbol("checked");
 
 /** What a request frame without a matching registration is answered. */
 const NO_HANDLER_MESSAGE = "no handler for that path on this connection";
@@ -151,6 +164,9 @@ const DEFAULT_MESSAGING_TIMEOUT = 10000;
 /** How much longer than a messaging timeout the client waits (ms): the
  * server's own timeout answer comes first. */
 const ANSWER_SLACK = 1000;
+/** Seconds the server waits when the client takes a lock again after a
+ * reconnection (one it still holds comes back at once). */
+const RETAKE_TIMEOUT = 0.1;
 
 /**
  * Open a protocol session with the endpoint at ``url``: resolve it against
@@ -198,6 +214,11 @@ export class Session {
   #closeReason = "";
   /** @type {Messaging} */
   #messaging;
+  /** @type {Map<string, SessionLock>} the locks this client holds, by name */
+  #locks = new Map();
+  /** @type {{name: string, sequence: number, resolve: Function}[]} unlocks
+   * to send once connected again */
+  #releases = [];
 
   /** Made by connect(), not directly. */
   constructor(token, url, options) {
@@ -395,6 +416,250 @@ export class Session {
   }
 
   /**
+   * Take the session lock ``name`` (a path such as ``"docs/42"``) for this
+   * session: resolve to a SessionLock once it is granted, first come, first
+   * served among sessions. A lock this session holds comes back at once: the
+   * same object while this client holds it.
+   *
+   * ``scope``: SessionLockScope.UNLOCK_ON_SESSION_LOSS (the default; it
+   * outlives a reconnection) or UNLOCK_ON_CONNECTION_LOSS (released when
+   * this connection closes). ``timeout``: milliseconds to wait at most
+   * (ProtocolError "timeout"); without it the wait has no end but the
+   * connection's, and requestTimeout does not bound it. ``signal``: an
+   * AbortSignal whose abort withdraws the request (the promise rejects with
+   * the signal's reason; a grant that raced the abort is released).
+   *
+   * Rejects with ProtocolError ("forbidden", "bad_frame", "timeout",
+   * "not_found"...), ConnectionLostError, or the signal's reason.
+   * @returns {Promise<SessionLock>}
+   */
+  async lock(name, options = {}) {
+    const checked = checkMessagingOptions("lock", options, {
+      scope: undefined,
+      timeout: undefined,
+      signal: undefined,
+    });
+    const { timeout, signal } = checked;
+    const scope = checked.scope ?? SessionLockScope.UNLOCK_ON_SESSION_LOSS;
+    if (typeof name !== "string") {
+      throw new TypeError(`a lock's name is a string, not ${typeof name}`);
+    }
+    if (scope !== 0 && scope !== 1) {
+      throw new RangeError(`scope is a SessionLockScope (0 or 1), not ${scope}`);
+    }
+    if (timeout !== undefined && (typeof timeout !== "number" || !(timeout > 0))) {
+      throw new RangeError(`timeout must be a positive number, not ${timeout}`);
+    }
+    if (
+      signal !== undefined &&
+      (signal === null ||
+        typeof signal.aborted !== "boolean" ||
+        typeof signal.addEventListener !== "function")
+    ) {
+      throw new TypeError("signal must be an AbortSignal");
+    }
+    if (signal?.aborted) throw signal.reason;
+    const args = { name, scope };
+    if (timeout !== undefined) args.timeout = timeout / 1000;
+    const wait = timeout === undefined ? null : timeout + ANSWER_SLACK;
+    const { id, promise } = this.#send("lock", args, wait);
+    const connection = this.#connectionId;
+    if (signal === undefined) {
+      return this.#granted(await promise, connection);
+    }
+    const data = await new Promise((resolve, reject) => {
+      const aborted = () => {
+        reject(signal.reason);
+        try {
+          this[TELL]("cancel", { request: id });
+        } catch {
+          // not connected: the request ended with its connection
+        }
+        // the grant may have raced the cancel: release it
+        promise.then(
+          (data) => this.#unwanted(data),
+          () => {},
+        );
+      };
+      signal.addEventListener("abort", aborted, { once: true });
+      promise.then(
+        (data) => {
+          signal.removeEventListener("abort", aborted);
+          resolve(data);
+        },
+        (error) => {
+          signal.removeEventListener("abort", aborted);
+          reject(error);
+        },
+      );
+    });
+    return this.#granted(data, connection);
+  }
+
+  /**
+   * Who holds the session lock ``name`` now, and how many sessions wait:
+   * ``{name, owner, sequence, scope, waiting, queue}`` (``owner`` is a public
+   * handle, or null when the lock is free; ``queue`` lists the waiting
+   * sessions' handles, first first, when the server's backend tells them,
+   * else it is empty).
+   */
+  async lockInfo(name) {
+    if (typeof name !== "string") {
+      throw new TypeError(`a lock's name is a string, not ${typeof name}`);
+    }
+    return lockInfoOf(await this.request("lock_info", { name }));
+  }
+
+  /** A lock op's result: the SessionLock, the same object for the same grant. */
+  #granted(data, connection) {
+    const grant = grantOf(data);
+    const held = this.#locks.get(grant.name);
+    if (held !== undefined && held.isOwned && held.sequence === grant.sequence) {
+      held[GRANT](grant.scope, connection); // its scope may have weakened
+      return held;
+    }
+    if (held !== undefined) this.#lose(held, "granted again with another sequence");
+    const lock = new SessionLock(TOKEN, grant, connection, (lock) =>
+      this.#unlock(lock),
+    );
+    this.#locks.set(grant.name, lock);
+    return lock;
+  }
+
+  /** A grant nobody wants (it raced a cancel): release it, unless held here. */
+  #unwanted(data) {
+    let grant;
+    try {
+      grant = grantOf(data);
+    } catch {
+      return;
+    }
+    const held = this.#locks.get(grant.name);
+    if (held !== undefined && held.isOwned && held.sequence === grant.sequence) {
+      return; // this page holds it already, by another call
+    }
+    this.#release(grant.name, grant.sequence).catch(() => {});
+  }
+
+  async #unlock(lock) {
+    if (!lock.isOwned) return false;
+    this.#forget(lock);
+    lock[END](null);
+    return this.#release(lock.name, lock.sequence);
+  }
+
+  /**
+   * Send ``unlock``: true if the session held it. While reconnecting, the
+   * unlock waits for the next connection; closed for good, it is false.
+   */
+  async #release(name, sequence) {
+    if (this.#state === SessionState.CONNECTED) {
+      try {
+        const data = await this.#send("unlock", { name, sequence }).promise;
+        return data?.unlocked === true;
+      } catch (error) {
+        if (!(error instanceof ConnectionLostError)) throw error;
+      }
+    }
+    if (this.#state === SessionState.CLOSED) return false;
+    return new Promise((resolve) => {
+      this.#releases.push({ name, sequence, resolve });
+    });
+  }
+
+  /** The lock is lost: tell its listeners. */
+  #lose(lock, reason) {
+    this.#forget(lock);
+    lock[END](reason);
+  }
+
+  #forget(lock) {
+    if (this.#locks.get(lock.name) === lock) this.#locks.delete(lock.name);
+  }
+
+  /** A connection ended: its connection-scoped locks went with it. */
+  #connectionLost() {
+    for (const lock of [...this.#locks.values()]) {
+      if (lock.scope === SessionLockScope.UNLOCK_ON_CONNECTION_LOSS) {
+        this.#lose(lock, "connection lost");
+      }
+    }
+  }
+
+  /** Closed for good: no lock can be told or released any more. */
+  #closedLocks() {
+    for (const lock of [...this.#locks.values()]) {
+      this.#lose(lock, "the session was closed");
+    }
+    for (const release of this.#releases.splice(0)) release.resolve(false);
+  }
+
+  /**
+   * A reconnection's hello arrived: send the unlocks that waited for it,
+   * and check that the session still holds each lock it held.
+   */
+  #reconnectedLocks() {
+    for (const { name, sequence, resolve } of this.#releases.splice(0)) {
+      this.#release(name, sequence).then(resolve, () => resolve(false));
+    }
+    const connection = this.#connectionId;
+    for (const lock of [...this.#locks.values()]) {
+      if (lock[CHECKED] !== connection) {
+        this.#check(lock, connection).catch((error) => {
+          console.warn(
+            `session-ws: could not check the lock ${JSON.stringify(lock.name)} ` +
+              `after the reconnection: ${error.message}`,
+          );
+        });
+      }
+    }
+  }
+
+  /**
+   * Ask lock_info whether this session still holds the lock with the same
+   * sequence (else it is lost); then take it again on this connection,
+   * which comes back at once, so that the server tells this connection when
+   * it is lost later.
+   */
+  async #check(lock, connection) {
+    const handle = this.#sessionId;
+    let info;
+    try {
+      info = await this.request("lock_info", { name: lock.name });
+    } catch (error) {
+      if (error instanceof ConnectionLostError) return; // the next one checks
+      this.#lose(lock, `lost while disconnected (could not check: ${error.message})`);
+      return;
+    }
+    if (!lock.isOwned || this.#connectionId !== connection) return;
+    if (info?.owner !== handle || info?.sequence !== lock.sequence) {
+      this.#lose(lock, "lost while disconnected");
+      return;
+    }
+    let data;
+    try {
+      data = await this.#send(
+        "lock",
+        { name: lock.name, scope: lock.scope, timeout: RETAKE_TIMEOUT },
+        RETAKE_TIMEOUT * 1000 + ANSWER_SLACK,
+      ).promise;
+    } catch (error) {
+      if (error instanceof ConnectionLostError) return;
+      if (error instanceof ProtocolError && error.code === "timeout") {
+        this.#lose(lock, "lost while disconnected");
+        return;
+      }
+      throw error;
+    }
+    if (data?.sequence !== lock.sequence) {
+      this.#unwanted(data); // a new grant: it went meanwhile
+      if (lock.isOwned) this.#lose(lock, "lost while disconnected");
+      return;
+    }
+    if (lock.isOwned) lock[CHECKED] = connection;
+  }
+
+  /**
    * Send request ``op`` with ``args``; resolve to the ``data`` of its result.
    *
    * Rejects with ProtocolError (the server's error frame, with its code; or
@@ -452,14 +717,18 @@ export class Session {
       );
     }
     const promise = new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.#pending.delete(id);
-        reject(
-          new RequestTimeoutError(
-            `no answer to ${JSON.stringify(op)} within ${timeout} ms`,
-          ),
-        );
-      }, timeout);
+      // a null timeout: no timer (a lock waits as long as the server does)
+      const timer =
+        timeout === null
+          ? null
+          : setTimeout(() => {
+              this.#pending.delete(id);
+              reject(
+                new RequestTimeoutError(
+                  `no answer to ${JSON.stringify(op)} within ${timeout} ms`,
+                ),
+              );
+            }, timeout);
       this.#pending.set(id, { resolve, reject, timer, makeError });
       ws.send(text);
     });
@@ -602,6 +871,7 @@ export class Session {
         );
         this.#rejectPending(lost);
         this.#messaging[LOST](lost);
+        this.#connectionLost();
         this.#lost(event.code);
       });
     });
@@ -686,6 +956,7 @@ export class Session {
     if (this.#state === SessionState.RECONNECTING) {
       this.#setState(SessionState.CONNECTED);
       this.#messaging[CONNECTED]();
+      this.#reconnectedLocks();
     }
   }
 
@@ -694,6 +965,11 @@ export class Session {
     this.#countMissed(frame);
     if (frame.op === "request" || frame.op === "response") {
       this.#messaging[FRAME](frame);
+    } else if (frame.op === "lock_lost") {
+      const lock = this.#locks.get(frame.name);
+      if (lock !== undefined && lock.sequence === frame.sequence) {
+        this.#lose(lock, String(frame.reason ?? "lost"));
+      }
     } else if (frame.op === "push") {
       for (const entry of [...this.#pushListeners]) {
         call(entry.listener, frame.data);
@@ -746,10 +1022,169 @@ export class Session {
     const old = this.#state;
     if (old === state) return;
     this.#state = state;
+    if (state === SessionState.CLOSED) this.#closedLocks();
     for (const entry of [...this.#stateListeners]) {
       call(entry.listener, old, state);
     }
   }
+}
+
+/**
+ * A session lock this client holds (what session.lock() resolves to):
+ * ``unlock()`` it, or hear when it is lost with ``onLost`` or ``lost``.
+ * ``sequence`` is its fencing token: every later grant of the name has a
+ * larger one.
+ */
+class SessionLock {
+  #name;
+  #sequence;
+  #scope;
+  #owner;
+  #owned = true;
+  #unlock;
+  #listeners = new Set();
+  /** @type {string | null} why it was lost */
+  #reason = null;
+  #resolveLost;
+  /** @type {Promise<string>} */
+  #lost;
+
+  /** Made by session.lock(), not directly. */
+  constructor(token, grant, connection, unlock) {
+    if (token !== TOKEN) {
+      throw new TypeError("take a lock with session.lock(name)");
+    }
+    this.#name = grant.name;
+    this.#sequence = grant.sequence;
+    this.#scope = grant.scope;
+    this.#owner = grant.owner;
+    this.#unlock = unlock;
+    this.#lost = new Promise((resolve) => {
+      this.#resolveLost = resolve;
+    });
+    /** The connection it was taken (or last checked) on. @internal */
+    this[CHECKED] = connection;
+  }
+
+  /** The lock's name, such as "docs/42". */
+  get name() {
+    return this.#name;
+  }
+
+  /** The fencing token of this grant: later grants of the name have larger ones. */
+  get sequence() {
+    return this.#sequence;
+  }
+
+  /** When it is released without an unlock(): a SessionLockScope value. */
+  get scope() {
+    return this.#scope;
+  }
+
+  /** The public handle of the session that holds it: this one's. */
+  get owner() {
+    return this.#owner;
+  }
+
+  /**
+   * Whether the session still holds it, as far as this client knows: false
+   * once unlocked or lost. It can go stale at once; a resource that must be
+   * safe checks the sequence.
+   */
+  get isOwned() {
+    return this.#owned;
+  }
+
+  /**
+   * Resolves to why the lock was lost, once it is; never settles when it is
+   * unlocked instead.
+   * @returns {Promise<string>}
+   */
+  get lost() {
+    return this.#lost;
+  }
+
+  /**
+   * Release the lock: resolves to true if the session still held it. While
+   * reconnecting, the unlock goes out once the connection is back.
+   * @returns {Promise<boolean>}
+   */
+  unlock() {
+    return this.#unlock(this);
+  }
+
+  /**
+   * Call ``listener(reason, lock)`` when the lock is lost (not when it is
+   * unlocked); at once (in a microtask) if it was lost already.
+   * @returns {() => void} removes the listener
+   */
+  onLost(listener) {
+    const remove = addListener(this.#listeners, listener);
+    if (this.#reason !== null) {
+      const reason = this.#reason;
+      queueMicrotask(() => {
+        remove();
+        call(listener, reason, this);
+      });
+    }
+    return remove;
+  }
+
+  /** Granted again (the same sequence): on this connection, maybe weaker. */
+  [GRANT](scope, connection) {
+    this.#scope = scope;
+    this[CHECKED] = connection;
+  }
+
+  /** No longer owned: ``reason`` says why it was lost, null when unlocked. */
+  [END](reason) {
+    if (!this.#owned) return;
+    this.#owned = false;
+    if (reason === null) return;
+    this.#reason = reason;
+    this.#resolveLost(reason);
+    for (const entry of [...this.#listeners]) {
+      this.#listeners.delete(entry);
+      call(entry.listener, reason, this);
+    }
+  }
+}
+
+/** The grant of a lock op's result: ``{name, sequence, scope, owner}``. */
+function grantOf(data) {
+  if (
+    data === null ||
+    typeof data !== "object" ||
+    typeof data.name !== "string" ||
+    !Number.isSafeInteger(data.sequence)
+  ) {
+    throw new ProtocolError("internal", "a lock's result has no name or sequence");
+  }
+  return {
+    name: data.name,
+    sequence: data.sequence,
+    scope:
+      data.scope === SessionLockScope.UNLOCK_ON_CONNECTION_LOSS
+        ? SessionLockScope.UNLOCK_ON_CONNECTION_LOSS
+        : SessionLockScope.UNLOCK_ON_SESSION_LOSS,
+    owner: typeof data.owner === "string" ? data.owner : "",
+  };
+}
+
+/** What lockInfo() resolves to, from lock_info's data. */
+function lockInfoOf(data) {
+  if (data === null || typeof data !== "object") {
+    throw new ProtocolError("internal", "lock_info must be an object");
+  }
+  const orNull = (value, type) => (typeof value === type ? value : null);
+  return Object.freeze({
+    name: String(data.name),
+    owner: orNull(data.owner, "string"),
+    sequence: orNull(data.sequence, "number"),
+    scope: orNull(data.scope, "number"),
+    waiting: Number.isInteger(data.waiting) ? data.waiting : 0,
+    queue: Object.freeze(Array.isArray(data.queue) ? data.queue.map(String) : []),
+  });
 }
 
 /**

@@ -27,6 +27,13 @@ SEND_TO_PATH = "session_ws.send_to_path"
 ACQUIRE_LOCK = "session_ws.acquire_lock"
 """Permission to take a session lock, and to see who holds it (ops
 ``lock`` and ``lock_info``; the lock's name is :attr:`Action.lock`)."""
+REGISTER_EVENT = "session_ws.register_event"
+"""Permission to register events of a type (op ``register_events``; the
+type is :attr:`Action.event_type`, one action per type of the batch)."""
+SUBSCRIBE_EVENTS = "session_ws.subscribe_events"
+"""Permission to subscribe to and query events of a query type (ops
+``subscribe``, ``query_latest``, ``query_timeseries``; one action per
+query type, ``*`` when a query names none)."""
 SEND_TO_SESSION = "session_ws.send_to_session"
 """Permission to send a request to another session, by handle or by filter
 (ops ``send_to_session`` and ``send_to_filter``)."""
@@ -49,6 +56,9 @@ class Action:
     """The session filter it sends to, if any (as the client wrote it)."""
     lock: str | None = None
     """The name of the session lock it takes or looks at, if any."""
+    event_type: str | None = None
+    """The event type (or query type, with ``?`` and ``*``) it registers,
+    subscribes to or queries, written ``a/b/c``."""
 
 
 Authorize = Callable[[web.Request, Action], "bool | Awaitable[bool]"]

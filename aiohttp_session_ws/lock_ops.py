@@ -14,6 +14,7 @@ from .locks import (
     SessionLockScope,
     SessionNotAliveError,
 )
+from .messaging.paths import check_path
 from .peers import Peer, Peers
 from .protocol import Arg, ErrorCode, Op, ProtocolError, Request, encode
 from .tasks import TaskOwner
@@ -84,10 +85,17 @@ def lock_ops(locks: Locks, peers: Peers, tasks: TaskOwner) -> list[Op[Peer]]:
     async def unlock(peer: Peer, request: Request) -> dict[str, Any]:
         args = request.args
         lock = locks.held_by(peer.session_ws_id, args["name"])
-        if lock is None or lock.sequence != args["sequence"]:
-            return {"unlocked": False}
-        takers.pop(lock, None)
-        return {"unlocked": await lock.unlock()}
+        if lock is not None and lock.sequence == args["sequence"]:
+            takers.pop(lock, None)
+        try:
+            check_path(args["name"])
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.BAD_FRAME, str(exc)) from None
+        # also a lock its session took on another node (a tab reconnected here)
+        released = await locks.release(
+            peer.session_ws_id, args["name"], args["sequence"]
+        )
+        return {"unlocked": released}
 
     async def info(peer: Peer, request: Request) -> dict[str, Any]:
         try:

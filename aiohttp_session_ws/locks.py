@@ -502,6 +502,20 @@ class Locks:
         except (BackendUnavailableError, LookupError) as exc:
             logger.warning("Could not check the locks after an outage: %s", exc)
 
+    async def release(self, session_ws_id: Hashable, name: str, sequence: int) -> bool:
+        """Release the session's lock ``name`` if it holds it with ``sequence``.
+
+        For a lock this node knows of it is :meth:`SessionLock.unlock`; for
+        one taken on another node (a tab that reconnected here) the backend
+        checks the session and sequence. True if it was held so.
+
+        :raises BackendUnavailableError: the backend cannot be reached.
+        """
+        lock = self.held_by(session_ws_id, name)
+        if lock is not None and lock.sequence == sequence:
+            return await lock.unlock()
+        return await self._store.release(name, wire_id(session_ws_id), sequence)
+
     # inspection
     def held_by(self, session_ws_id: Hashable, name: str) -> SessionLock | None:
         """The lock ``name`` that this node knows the session holds, if any."""

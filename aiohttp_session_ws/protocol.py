@@ -113,6 +113,8 @@ class ProtocolLimits:
     memory."""
     max_handlers: int = 64
     """Request handlers one connection may register (``add_handler``)."""
+    max_subscriptions: int = 32
+    """Event subscriptions one connection may hold (``subscribe``)."""
     overflow: Overflow = "drop_oldest"
     """When the queue is full: drop the oldest push, or close with 1013."""
     request_timeout: float = 30.0
@@ -128,6 +130,7 @@ class ProtocolLimits:
             "max_queue",
             "max_queue_bytes",
             "max_handlers",
+            "max_subscriptions",
             "request_timeout",
         ):
             value = getattr(self, name)
@@ -348,7 +351,17 @@ class FrameError(ProtocolError):
 
 
 _SERVER_OPS = frozenset(
-    {"hello", "result", "error", "push", "request", "response", "lock_lost"}
+    {
+        "hello",
+        "result",
+        "error",
+        "push",
+        "request",
+        "response",
+        "lock_lost",
+        "events",
+        "events_lost",
+    }
 )
 """Ops of server frames: never client ops."""
 

@@ -26,6 +26,9 @@ from .authorization import Authorize, deny_all
 from .backends.base import Backend, NodeHooks
 from .backends.memory import MemoryBackend
 from .closing import Closing, close_sockets
+from .events.model import EventPayloadJson, RegisterEvent
+from .events.ops import event_ops
+from .events.service import SESSION_EVENT_PREFIX, Events
 from .ids import check_session_ws_id, local_id, redact, wire_id
 from .lock_ops import lock_ops
 from .locks import Locks
@@ -110,6 +113,9 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
     :param authorize: the policy asked about every client request that
         reaches beyond its own session, as ``authorize(request, action)``
         (sync or async); the default denies them all (see :doc:`/security`).
+    :param session_events: register an event when a session starts and
+        ends, cluster-wide (``session_ws/session/started`` and ``.../ended``,
+        payload: the public handle and the principal; see :doc:`/events`).
     :raises ValueError: an entry of ``allowed_origins`` is not an origin, or
         ``grace_period`` is negative.
     """
@@ -126,6 +132,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         grace_period: float = 30.0,
         properties_factory: PropertiesFactory | None = None,
         authorize: Authorize = deny_all,
+        session_events: bool = False,
     ) -> None:
         if not grace_period >= 0:
             raise ValueError(f"grace_period must be >= 0, not {grace_period!r}")
@@ -170,6 +177,11 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         """Close-all across the cluster."""
         self.messaging = Messaging(self.backend, self._bus, self.peers, self._tasks)
         """Request-response messaging: to a path, a session, a filter."""
+        self.events = Events(self.backend, self._tasks)
+        """The event bus: register, subscribe with replay, query."""
+        if session_events:
+            self.sessions.on_start.append(self._session_event("started"))
+            self.sessions.on_end.append(self._session_event("ended"))
         self.locks = Locks(
             self.backend, self._bus, self._tasks, self._session_of_connection
         )
@@ -183,6 +195,8 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
             self.ops.add(op)
         for op in lock_ops(self.locks, self.peers, self._tasks):
             self.ops.add(op)
+        for op in event_ops(self.events, self.peers, lambda: self.limits):
+            self.ops.add(op)
         self.backend.attach(
             self.node_id,
             NodeHooks(
@@ -193,8 +207,28 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
                 on_sessions_ended=self.sessions.report_ended,
                 on_nodes_left=self._bus.nodes_left,
                 on_frames_lost=self._bus.frames_lost,
+                on_events=self.events.on_events,
             ),
         )
+
+    def _session_event(self, what: str) -> SessionCallback:
+        """A lifecycle callback that registers the session's event."""
+
+        async def register(session_ws_id: Any) -> None:
+            principal = None
+            for peer in self.peers.of(session_ws_id):
+                principal = peer.connection_properties().get("$Principal")
+                break
+            try:
+                handle = self.public_handle(session_ws_id)
+                payload = EventPayloadJson({"session": handle, "principal": principal})
+                await self.events.register(
+                    [RegisterEvent((*SESSION_EVENT_PREFIX, what), payload=payload)]
+                )
+            except Exception as exc:
+                logger.warning("Could not register a session %s event: %s", what, exc)
+
+        return register
 
     def _backend_reconnected(self) -> None:
         self.closing.backend_reconnected()
@@ -278,6 +312,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         Close-alls still held back by a backend outage get one last try; each
         one that cannot be delivered is logged as an error.
         """
+        self.events.stop()
         await self._tasks.aclose(timeout)
         await self.closing.stop(timeout)
         await self.backend.stop()
@@ -514,6 +549,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
             pending_requests=counters.pending_requests,
             **self.messaging.stats(),
             **self.locks.stats(),
+            **self.events.stats(),
         )
 
     async def schedule_close_all_session(

@@ -59,6 +59,8 @@ class Stats:
     """Session locks that this node's callers hold."""
     lock_waits: int = 0
     """Session locks that this node's callers wait for."""
+    event_subscriptions: int = 0
+    """Event subscriptions on this node (server code's and connections')."""
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a dict (for JSON, logs, a metrics exporter)."""

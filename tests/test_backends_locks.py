@@ -211,10 +211,12 @@ async def test_waiters_are_served_first_come_first_served_across_nodes(
     assert await state(a, "L") == LockState("L", holder, 3, ("s:1", "s:2", "s:3"))
     sequences = [holder.sequence]
     order = [(b, "s:1"), (a, "s:2"), (b, "s:3")]
+    holder_node = a
     for i, (node, session) in enumerate(order):
-        store = a.backend.lock_store
+        # released by the node that asked: no other node to tell of a loss
+        store = holder_node.backend.lock_store
         assert await store.release("L", holder.session, holder.sequence)
-        holder = await granted_frame(node)
+        holder, holder_node = await granted_frame(node), node
         assert holder.session == session
         rest = tuple(later for _, later in order[i + 1 :])
         assert await state(b, "L") == LockState("L", holder, len(rest), rest)
@@ -591,3 +593,21 @@ async def test_a_bad_scope_is_refused(redis_cluster: Cluster) -> None:
     a.backend.add_connection("s:1", "c1")
     with pytest.raises(ValueError, match="scope"):
         await acquire(a, "L", "s:1", scope=7)
+
+
+async def test_a_release_on_another_node_tells_the_node_that_asked(
+    cluster: Nodes,
+) -> None:
+    """Another tab of the session, on another node, let go of the lock: the
+    node whose caller holds an equal lock hears that it is lost."""
+    a, b = await two(cluster)
+    a.backend.add_connection("s:0", "c-a")
+    b.backend.add_connection("s:0", "c-b")
+    held = await take(a, "L", "s:0")
+    again = await acquire(b, "L", "s:0")
+    assert again == held
+    assert await b.backend.lock_store.release("L", "s:0", held.sequence)
+    frame = json.loads(await a.next_frame())
+    assert frame["kind"] == "lock_lost"
+    assert (frame["body"]["name"], frame["body"]["sequence"]) == ("L", held.sequence)
+    await nothing_more(b, a)

@@ -8,7 +8,10 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from ..events.model import Event, EventId, EventType, RegisterEvent
 
 FrameHandler = Callable[[bytes], Awaitable[None]]
 """Receives a frame that another node published to this node."""
@@ -48,6 +51,9 @@ class NodeHooks:
     on_nodes_left: Callable[[list[str]], None] = lambda nodes: None
     """Nodes that left the cluster (stopped, or reaped after they died):
     work waiting on them will not be answered."""
+    on_events: Callable[[str, list[Event]], None] = lambda epoch, events: None
+    """Events appended to the cluster's log, in id order, each once per node
+    (the backend follows the log); with the log's epoch."""
     on_frames_lost: Callable[[], None] = lambda: None
     """The link that brings frames to this node failed: replies on their
     way may be lost (:attr:`on_reconnect` follows once it is back)."""
@@ -295,8 +301,9 @@ class LockStore(abc.ABC):
     async def release(self, name: str, session: str, sequence: int) -> bool:
         """Release the lock if ``session`` holds it with ``sequence``.
 
-        In the same step the next waiter gets it (its node is told). True
-        if it was held so.
+        In the same step the next waiter gets it (its node is told), and the
+        other nodes that asked for it (other tabs of the session) are told
+        it is lost. True if it was held so.
         """
 
     @abc.abstractmethod
@@ -306,6 +313,59 @@ class LockStore(abc.ABC):
     @abc.abstractmethod
     async def held(self, grants: Sequence[tuple[str, int]]) -> list[bool]:
         """Whether each ``(name, sequence)`` is still held (after an outage)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRead:
+    """What :meth:`EventStore.read` found."""
+
+    events: list[Event]
+    """The retained events after the given id, in id order (a page)."""
+    epoch: str
+    """The log's epoch: it changes when the log is lost (a Redis restarted
+    empty), so ids of another epoch mean nothing in this one."""
+    trimmed: EventId | None
+    """The largest id that retention removed (``None``: none yet)."""
+    last: EventId | None
+    """The log's last id (``None``: empty)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EventRetention:
+    """How much of the event log is kept."""
+
+    max_count: int = 10_000
+    """Events kept at most (the oldest go first)."""
+    max_age: float | None = 24 * 3600.0
+    """Seconds an event is kept at most (``None``: no limit)."""
+
+
+class EventStore(abc.ABC):
+    """The cluster's one ordered event log, and the latest event of each type.
+
+    Retention bounds the log (:class:`EventRetention`). A backend follows
+    the log and hands every new event to :attr:`NodeHooks.on_events`, once
+    per node and in id order; a node cut off from the log catches up from
+    it when it is back.
+    """
+
+    retention: EventRetention = EventRetention()
+
+    @abc.abstractmethod
+    async def register(self, events: Sequence[RegisterEvent]) -> list[Event]:
+        """Append the events in one step: consecutive ids, one timestamp.
+
+        Retention trims the log in the same step, and the latest event of
+        each type is kept beside it.
+        """
+
+    @abc.abstractmethod
+    async def read(self, after: EventId | None, limit: int) -> EventRead:
+        """At most ``limit`` retained events after ``after`` (all: ``None``)."""
+
+    @abc.abstractmethod
+    async def latest(self) -> dict[EventType, Event]:
+        """The latest event of each type registered (kept past retention)."""
 
 
 class Backend(abc.ABC):
@@ -335,6 +395,9 @@ class Backend(abc.ABC):
 
     lock_store: LockStore
     """The session locks of the cluster."""
+
+    event_store: EventStore
+    """The cluster's event log."""
 
     def attach(self, node_id: str, hooks: NodeHooks) -> None:
         """Bind this backend to the registry of node ``node_id``."""

@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from ..events.model import Event
 from .base import (
     AddressedRoute,
     Backend,
@@ -19,6 +20,7 @@ from .base import (
     SessionClosed,
     SessionStore,
 )
+from .memory_events import MemoryEventLog, MemoryEventStore
 from .memory_locks import MemoryLockStore, MemoryLockTable
 
 logger = logging.getLogger("aiohttp_session_ws.memory")
@@ -69,6 +71,8 @@ class MemoryHub:
         """Node id -> its request handlers per path."""
         self.addressed: dict[str, dict[str, frozenset[str]]] = {}
         self.locks = MemoryLockTable(self.alive.__contains__, self._publish)
+        self.events = MemoryEventLog(self._event_followers)
+        """The event log of the hub's nodes."""
         """The session locks of the hub's nodes."""
         """Session id -> node id -> the paths its connections there handle
         when a request is addressed to the session."""
@@ -119,6 +123,13 @@ class MemoryHub:
         self.properties.pop(session_id, None)
         self.locks.session_ended(session_id)
         return True
+
+    def _event_followers(self) -> list[Callable[[str, list[Event]], None]]:
+        return [
+            backend._hooks.on_events
+            for backend in self.nodes.values()
+            if backend._hooks is not None
+        ]
 
     def _publish(self, node_id: str, frame: bytes) -> bool:
         inbox = self.inboxes.get(node_id)
@@ -254,6 +265,7 @@ class MemoryBackend(Backend):
         self.lock_store: MemoryLockStore = MemoryLockStore(
             self.hub.locks, lambda: self.node_id
         )
+        self.event_store: MemoryEventStore = MemoryEventStore(self.hub.events)
         self._listener: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

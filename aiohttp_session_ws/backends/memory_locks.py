@@ -85,14 +85,17 @@ class MemoryLockTable:
         self._forget_if_idle(name, lock)
         return None
 
-    def release(self, name: str, session: str, sequence: int) -> bool:
-        """See :meth:`LockStore.release`."""
+    def release(
+        self, name: str, session: str, sequence: int, node: str | None = None
+    ) -> bool:
+        """See :meth:`LockStore.release`; the other nodes that asked are told."""
         lock = self.locks.get(name)
         holder = lock.holder if lock is not None else None
         if lock is None or holder is None:
             return False
         if (holder.session, holder.sequence) != (session, sequence):
             return False
+        self._tell_lost(lock, holder, skip=node)
         self._hand_on(name, lock)
         return True
 
@@ -225,7 +228,7 @@ class MemoryLockStore(LockStore):
 
     async def release(self, name: str, session: str, sequence: int) -> bool:
         """Release and hand on."""
-        return self.table.release(name, session, sequence)
+        return self.table.release(name, session, sequence, self._node())
 
     async def state(self, name: str) -> LockState:
         """Read the table."""

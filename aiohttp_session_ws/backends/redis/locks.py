@@ -95,7 +95,9 @@ class RedisLockStore(LockStore):
     async def release(self, name: str, session: str, sequence: int) -> bool:
         """Release and hand on, in one script."""
         return bool(
-            await self._backend._run(self._release, name, session, int(sequence))
+            await self._backend._run(
+                self._release, name, session, int(sequence), self._backend.node_id
+            )
         )
 
     async def state(self, name: str) -> LockState:

@@ -67,10 +67,10 @@ class MemoryEventLog:
         """The retained events after ``after``, at most ``limit``."""
         found: list[Event] = []
         for event in self.events:  # bounded by retention
+            if len(found) >= limit:
+                break
             if after is None or event.id > after:
                 found.append(event)
-                if len(found) >= limit:
-                    break
         return EventRead(found, self.epoch, self.trimmed, self.last)
 
 

@@ -39,6 +39,7 @@ from ..base import (
     SessionClosed,
 )
 from . import scripts
+from .events import RedisEventStore
 from .handlers import NODE_GONE, PATH_ADDED, PATH_REMOVED, RedisHandlerStore
 from .locks import RedisLockStore
 from .sessions import RedisSessionStore
@@ -170,6 +171,7 @@ class RedisBackend(Backend):
         self.handler_store: RedisHandlerStore = RedisHandlerStore(self)
         self.handler_store.on_nodes_gone = self._nodes_gone
         self.lock_store: RedisLockStore = RedisLockStore(self)
+        self.event_store: RedisEventStore = RedisEventStore(self)
         # this node's connections (with when they opened), which the writer
         # mirrors into Redis
         self._local: dict[str, dict[str, float]] = {}
@@ -281,10 +283,12 @@ class RedisBackend(Backend):
         self._listen_delay = self.reconnect_delay
         loop = asyncio.get_running_loop()
         self._first_sync = loop.create_future()
+        self.event_store.begin()
         for name, step in [
             ("listener", self._listen_once),
             ("presence-writer", self._write_presence_once),
             ("heartbeat", self._beat_once),
+            ("event-follower", self.event_store.follow_once),
         ]:
             task = loop.create_task(
                 self._keep_running(name, step), name=f"redis-{name}-{self.node_id}"
@@ -296,6 +300,7 @@ class RedisBackend(Backend):
                 asyncio.shield(self._first_sync),
                 max(deadline - time.monotonic(), 0.0),
             )
+            await self.event_store.wait_started(max(deadline - time.monotonic(), 0.0))
         except BackendConfigurationError:
             await self.stop()
             raise

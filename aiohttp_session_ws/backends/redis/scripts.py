@@ -31,7 +31,17 @@ and connection joined by a tab),
 ``T:lockrefs:<session>`` (hash: name -> the session's entries in its queue,
 plus 1 if it holds it), ``T:node_lockrefs:<node>`` (hash: name -> the
 node's entries in its queue, plus 1 if a connection-scoped holder is on that
-node), ``T:lock_clock`` (string: the last sequence issued, of any name).
+node), ``T:lock_clock`` (string: the last sequence issued, of any name);
+the event log (``events_*.lua``, see :mod:`.events`):
+``T:events`` (stream: one entry per event, id ``<ms>-<seq>``, fields ``t``
+the type as text, ``ts`` the timestamp, ``st`` the source timestamp or
+``''``, ``p`` the payload's JSON, ``e`` the log's epoch),
+``T:events:epoch`` (string: the log's epoch, set when absent),
+``T:events:last`` (string: the last id given), ``T:events:trimmed``
+(string: the largest id retention removed), ``T:events:latest`` (hash: type
+as text -> the latest event of it: id, timestamp, source timestamp and
+payload JSON, joined by newlines), ``T:events:batch:<token>`` (string: a
+register call's answer, kept a while so that a retried call adds nothing).
 """
 
 from __future__ import annotations
@@ -72,3 +82,5 @@ LOCK_CANCEL = script("lock_cancel")
 LOCK_RELEASE = script("lock_release")
 LOCK_STATE = script("lock_state")
 LOCK_HELD = script("lock_held")
+EVENTS_REGISTER = script("events_register")
+EVENTS_READ = script("events_read")

@@ -220,7 +220,7 @@ class ProtocolConnection:
         self._requests: set[asyncio.Task[None]] | None = None
         # requests in progress by id, for the client's ``cancel`` (made when
         # first needed, as the others)
-        self._by_id: dict[int, asyncio.Task[None]] | None = None
+        self._by_id: dict[int, list[asyncio.Task[None]]] | None = None
         self._cancelled: set[int] | None = None
         self._gone = False
         # read once: request.transport is a property, and deliver() is the
@@ -309,7 +309,7 @@ class ProtocolConnection:
         self._requests.add(task)
         if self._by_id is None:
             self._by_id = {}
-        self._by_id[request.id] = task
+        self._by_id.setdefault(request.id, []).append(task)  # ids may repeat
         task.add_done_callback(self._request_done)
 
     def _pending(self) -> int:
@@ -319,14 +319,36 @@ class ProtocolConnection:
         self._registry.counters.pending_requests -= 1
         if self._requests is not None:
             self._requests.discard(task)
-        by_id = self._by_id
-        if by_id is not None:
-            for request_id, known in list(by_id.items()):
-                if known is task:
-                    del by_id[request_id]
-                    break
         if not task.cancelled() and task.exception() is not None:
             logger.error("A request failed", exc_info=task.exception())
+        by_id = self._by_id
+        if by_id is None:
+            return
+        for request_id, tasks in list(by_id.items()):
+            if task in tasks:
+                tasks.remove(task)
+                if not tasks:
+                    del by_id[request_id]
+                cancelled = self._cancelled
+                if (
+                    task.cancelled()
+                    and cancelled is not None
+                    and request_id in cancelled
+                    and not self._gone
+                ):
+                    # cancelled before it began: no answer was sent yet
+                    cancelled.discard(request_id)
+                    tasks_owner = self._registry._tasks
+                    if not tasks_owner.closed:
+                        tasks_owner.spawn(
+                            self._fail(
+                                request_id,
+                                ErrorCode.CANCELLED,
+                                "cancelled by the client",
+                            ),
+                            name=f"cancelled-{request_id}",
+                        )
+                break
 
     async def _take_token(self, text: str) -> bool:
         """Take a token of the rate limit; refuse ``text`` (and maybe close) if none.
@@ -371,13 +393,15 @@ class ProtocolConnection:
 
         The request is answered ``cancelled``.
         """
-        task = None if self._by_id is None else self._by_id.get(request_id)
-        if task is None or task.done():
+        tasks = [] if self._by_id is None else self._by_id.get(request_id, [])
+        running = [task for task in tasks if not task.done()]
+        if not running:
             return False
         if self._cancelled is None:
             self._cancelled = set()
         self._cancelled.add(request_id)
-        task.cancel()
+        for task in running:
+            task.cancel()
         return True
 
     async def _answer(self, request: Request, op: Op[Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .authorization import ACQUIRE_LOCK, Action
@@ -16,13 +17,26 @@ from .locks import (
 )
 from .messaging.paths import check_path
 from .peers import Peer, Peers
-from .protocol import Arg, ErrorCode, Op, ProtocolError, Request, encode
+from .protocol import (
+    Arg,
+    ErrorCode,
+    Op,
+    ProtocolError,
+    ProtocolLimits,
+    Request,
+    encode,
+)
 from .tasks import TaskOwner
 
 logger = logging.getLogger("aiohttp_session_ws.locks")
 
 
-def lock_ops(locks: Locks, peers: Peers, tasks: TaskOwner) -> list[Op[Peer]]:
+def lock_ops(
+    locks: Locks,
+    peers: Peers,
+    tasks: TaskOwner,
+    limits: Callable[[], ProtocolLimits],
+) -> list[Op[Peer]]:
     """The lock ops, for the registry's op table.
 
     A connection that took a lock is told when it is lost, with a
@@ -30,6 +44,18 @@ def lock_ops(locks: Locks, peers: Peers, tasks: TaskOwner) -> list[Op[Peer]]:
     """
     # the connections that took each lock, to tell them of its loss
     takers: dict[SessionLock, set[Peer]] = {}
+    # the locks each connection took, for its max_locks
+    taken: dict[Peer, set[SessionLock]] = {}
+
+    def forget(lock: SessionLock) -> set[Peer]:
+        asked = takers.pop(lock, set())
+        for peer in asked:
+            mine = taken.get(peer)
+            if mine is not None:
+                mine.discard(lock)
+                if not mine:
+                    del taken[peer]
+        return asked
 
     def lost(lock: SessionLock, reason: str) -> None:
         frame = encode(
@@ -40,15 +66,17 @@ def lock_ops(locks: Locks, peers: Peers, tasks: TaskOwner) -> list[Op[Peer]]:
                 "reason": reason,
             }
         )
-        for peer in takers.pop(lock, ()):
+        for peer in forget(lock):
             if not tasks.closed:
                 tasks.spawn(peer.send(frame), name=f"lock-lost-{lock.name}")
 
     def closed(peer: Peer) -> None:
-        for lock, asked in list(takers.items()):
-            asked.discard(peer)
-            if not asked:
-                del takers[lock]
+        for lock in taken.pop(peer, ()):
+            asked = takers.get(lock)
+            if asked is not None:
+                asked.discard(peer)
+                if not asked:
+                    del takers[lock]
 
     locks.on_lost.append(lost)
     peers.on_discard.append(closed)
@@ -64,6 +92,11 @@ def lock_ops(locks: Locks, peers: Peers, tasks: TaskOwner) -> list[Op[Peer]]:
         timeout = args.get("timeout")
         if timeout is not None and not timeout > 0:
             raise ProtocolError(ErrorCode.BAD_FRAME, "timeout must be positive")
+        most = limits().max_locks
+        if len(taken.get(peer, ())) >= most:
+            raise ProtocolError(
+                ErrorCode.LIMIT, f"this connection holds {most} locks already"
+            )
         try:
             lock = await locks.lock(
                 peer.session_ws_id,
@@ -80,13 +113,20 @@ def lock_ops(locks: Locks, peers: Peers, tasks: TaskOwner) -> list[Op[Peer]]:
             raise ProtocolError(ErrorCode.BAD_FRAME, str(exc)) from None
         if lock.is_owned:
             takers.setdefault(lock, set()).add(peer)
+            taken.setdefault(peer, set()).add(lock)
         return _lock_data(lock)
 
     async def unlock(peer: Peer, request: Request) -> dict[str, Any]:
         args = request.args
         lock = locks.held_by(peer.session_ws_id, args["name"])
         if lock is not None and lock.sequence == args["sequence"]:
-            takers.pop(lock, None)
+            # this connection asked: the others that took it hear of it
+            asked = takers.get(lock)
+            if asked is not None:
+                asked.discard(peer)
+            mine = taken.get(peer)
+            if mine is not None:
+                mine.discard(lock)
         try:
             check_path(args["name"])
         except ValueError as exc:

@@ -189,6 +189,8 @@ class _Claim:
     connection: str | None = None
     lock: SessionLock | None = None
     handed: bool = False  # a call returned the lock: someone holds it
+    # the connection each waiting call named (connection scope), or None
+    named: dict[asyncio.Future[SessionLock], str | None] = field(default_factory=dict)
 
 
 ConnectionSession = Callable[[str], "Hashable | None"]
@@ -211,6 +213,13 @@ class Locks:
         self._claims: dict[tuple[str, str], _Claim] = {}
         self._by_connection: dict[str, set[tuple[str, str]]] = {}
         self._floors: collections.OrderedDict[str, int] = collections.OrderedDict()
+        # a release or a withdrawal under way per (name, session): a new call
+        # of the session waits for it, so that it never takes a lock that is
+        # being let go
+        self._settling: dict[tuple[str, str], asyncio.Task[None]] = {}
+        # what could not be let go while the backend was away: done on resync
+        self._abandoned_waits: set[tuple[str, str]] = set()
+        self._abandoned_grants: set[LockGrant] = set()
         self.on_lost: list[Callable[[SessionLock, str], None]] = []
         """Called with each lock of this node that was lost, and why (the
         protocol tells the connections that asked)."""
@@ -265,6 +274,9 @@ class Locks:
             connection = None
         wire = wire_id(session_ws_id)
         key = (name, wire)
+        settling = self._settling.get(key)
+        if settling is not None:  # the session lets go of it: wait for that
+            await asyncio.wait([settling])
         claim = self._claims.get(key)
         if claim is None:
             claim = self._claims[key] = _Claim()
@@ -276,6 +288,7 @@ class Locks:
             claim.scope, claim.connection = SCOPE_CONNECTION, connection
         waiter: asyncio.Future[SessionLock] = asyncio.get_running_loop().create_future()
         claim.waiters.append(waiter)
+        claim.named[waiter] = connection
         try:
             grant = await self._store.acquire(
                 name, wire, claim.scope, claim.connection, self._floors.get(name, 0)
@@ -315,6 +328,7 @@ class Locks:
         """A call gave up: if it was the last of its claim, leave the queue."""
         if waiter in claim.waiters:
             claim.waiters.remove(waiter)
+        claim.named.pop(waiter, None)
         if not waiter.done():
             waiter.cancel()
         if claim.waiters:
@@ -327,13 +341,35 @@ class Locks:
             claim.lock = None
             self._forget_connection(lock, key)
             lock._end(None)
-            if ask_store and not self._tasks.closed:
-                self._tasks.spawn(self._release(lock.grant), name=f"lock-undo-{key[0]}")
+            if ask_store:
+                self._settle(key, self._release(lock.grant))
             ask_store = False
         if self._claims.get(key) is claim:
             del self._claims[key]
-        if ask_store and not self._tasks.closed:
-            self._tasks.spawn(self._leave_queue(*key), name=f"lock-cancel-{key[0]}")
+        if ask_store:
+            self._settle(key, self._leave_queue(*key))
+
+    def _settle(self, key: tuple[str, str], work: Awaitable[None]) -> None:
+        """Run a release or a withdrawal that a new call of the key waits for."""
+        if self._tasks.closed:
+            if inspect.iscoroutine(work):
+                work.close()
+            return
+        before = self._settling.get(key)
+
+        async def settle() -> None:
+            if before is not None:
+                await asyncio.wait([before])
+            await work
+
+        task = self._tasks.spawn(settle(), name=f"lock-settle-{key[0]}")
+        self._settling[key] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            if self._settling.get(key) is task:
+                del self._settling[key]
+
+        task.add_done_callback(done)
 
     async def _leave_queue(self, name: str, session: str) -> None:
         """Withdraw from the store's queue; release a grant that raced with it."""
@@ -341,6 +377,7 @@ class Locks:
             grant = await self._store.cancel(name, session)
         except BackendUnavailableError as exc:
             logger.warning("Could not withdraw from the queue of %r: %s", name, exc)
+            self._abandoned_waits.add((name, session))  # done on resync
             return
         if grant is not None and (name, session) not in self._claims:
             await self._release(grant)
@@ -353,19 +390,30 @@ class Locks:
         claim = self._claims.get(key)
         if claim is None or (not claim.waiters and claim.lock is None):
             # nobody waits any more (cancelled): never leak it
-            self._tasks.spawn(self._release(grant), name=f"lock-unwanted-{grant.name}")
+            self._settle(key, self._release(grant))
             return
         if grant.scope == SCOPE_CONNECTION and grant.connection is not None:
             if self._connection_session(grant.connection) is None:
-                # granted to a connection that closed meanwhile
+                # granted to a connection that closed meanwhile: let it go;
+                # calls naming a connection still open wait on (queued again)
+                self._settle(key, self._release(grant))
+                live = [
+                    c
+                    for c in claim.named.values()
+                    if c is not None and self._connection_session(c) is not None
+                ]
+                if live:
+                    claim.connection = live[0]
+                    self._settle(key, self._queue_again(key, claim))
+                    return
                 for waiter in claim.waiters:
                     if not waiter.done():
                         waiter.set_exception(
                             SessionNotAliveError("the connection closed")
                         )
                 claim.waiters.clear()
+                claim.named.clear()
                 self._claims.pop(key, None)
-                self._tasks.spawn(self._release(grant), name=f"lock-gone-{grant.name}")
                 return
             self._by_connection.setdefault(grant.connection, set()).add(key)
         held = claim.lock
@@ -381,6 +429,23 @@ class Locks:
             if not waiter.done():
                 waiter.set_result(held)
         claim.waiters.clear()
+        claim.named.clear()
+
+    async def _queue_again(self, key: tuple[str, str], claim: _Claim) -> None:
+        """Queue a claim again (its grant went to a connection that closed)."""
+        try:
+            grant = await self._store.acquire(
+                key[0],
+                key[1],
+                claim.scope,
+                claim.connection,
+                self._floors.get(key[0], 0),
+            )
+        except (BackendUnavailableError, LookupError) as exc:
+            logger.warning("Could not queue again for lock %r: %s", key[0], exc)
+            return
+        if grant is not None:
+            self._granted(grant)
 
     async def _granted_frame(self, body: JSONDict) -> None:
         self._granted(
@@ -430,6 +495,11 @@ class Locks:
                 del self._claims[key]
         self._forget_connection(lock, key)
         lock._end(None)
+        for callback in self.on_lost:  # the other takers (tabs) hear of it
+            try:
+                callback(lock, "unlocked by its session")
+            except Exception:
+                logger.exception("A lock-lost hook failed")
         return await self._store.release(lock.name, lock.grant.session, lock.sequence)
 
     async def _release(self, grant: LockGrant) -> None:
@@ -437,6 +507,7 @@ class Locks:
             await self._store.release(grant.name, grant.session, grant.sequence)
         except BackendUnavailableError as exc:
             logger.warning("Could not release lock %r: %s", grant.name, exc)
+            self._abandoned_grants.add(grant)  # done on resync
 
     def _forget_connection(self, lock: SessionLock, key: tuple[str, str]) -> None:
         connection = lock.grant.connection
@@ -466,10 +537,19 @@ class Locks:
     # after an outage
     def backend_reconnected(self) -> None:
         """Check the locks held here, and queue the waiters again."""
-        if self._claims and not self._tasks.closed:
+        busy = self._claims or self._abandoned_waits or self._abandoned_grants
+        if busy and not self._tasks.closed:
             self._tasks.spawn(self._resync(), name="locks-resync")
 
     async def _resync(self) -> None:
+        # first let go of what could not be let go during the outage
+        for abandoned in list(self._abandoned_grants):
+            self._abandoned_grants.discard(abandoned)
+            await self._release(abandoned)
+        for key in list(self._abandoned_waits):
+            self._abandoned_waits.discard(key)
+            if key not in self._claims:
+                await self._leave_queue(*key)
         owned = [
             (key, claim.lock)
             for key, claim in self._claims.items()

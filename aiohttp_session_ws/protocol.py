@@ -115,6 +115,8 @@ class ProtocolLimits:
     """Request handlers one connection may register (``add_handler``)."""
     max_subscriptions: int = 32
     """Event subscriptions one connection may hold (``subscribe``)."""
+    max_locks: int = 64
+    """Session locks one connection may hold through op ``lock``."""
     overflow: Overflow = "drop_oldest"
     """When the queue is full: drop the oldest push, or close with 1013."""
     request_timeout: float = 30.0
@@ -131,6 +133,7 @@ class ProtocolLimits:
             "max_queue_bytes",
             "max_handlers",
             "max_subscriptions",
+            "max_locks",
             "request_timeout",
         ):
             value = getattr(self, name)

@@ -193,7 +193,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
         self.ops.add(properties_op(self.sessions))
         for op in messaging_ops(self.messaging, lambda: self.limits):
             self.ops.add(op)
-        for op in lock_ops(self.locks, self.peers, self._tasks):
+        for op in lock_ops(self.locks, self.peers, self._tasks, lambda: self.limits):
             self.ops.add(op)
         for op in event_ops(self.events, self.peers, lambda: self.limits):
             self.ops.add(op)

@@ -5,7 +5,8 @@ connection (subprotocol ``aiohttp-session-ws.v1``) with the cookies of
 ``http``, waits for the server's ``hello``, and gives a :class:`Session`: its
 state, requests (:meth:`Session.request`), pushes (:meth:`Session.pushes`,
 :meth:`Session.on_push`), request-response messaging
-(:attr:`Session.messaging`), session locks (:meth:`Session.lock`) and, with
+(:attr:`Session.messaging`), session locks (:meth:`Session.lock`), the
+event bus (:attr:`Session.events`) and, with
 ``reconnect=True``, reconnection with a backoff. :doc:`/client-python`
 explains it; :doc:`/protocol` is the reference.
 """
@@ -30,6 +31,7 @@ from typing import Any
 import aiohttp
 from aiohttp.typedefs import LooseHeaders, StrOrURL
 
+from .events_client import ClientEvents, ClientEventSubscription, ReceivedEvent
 from .locks import LockInfo, SessionLockScope
 from .locks_client import ClientLocks, ClientSessionLock, LockTimeoutError
 from .messaging.client import ClientMessaging
@@ -42,6 +44,7 @@ from .protocol import (
 )
 
 __all__ = [
+    "ClientEventSubscription",
     "ClientSessionLock",
     "ConnectError",
     "Connecting",
@@ -50,6 +53,7 @@ __all__ = [
     "LockTimeoutError",
     "PushCallback",
     "Pushes",
+    "ReceivedEvent",
     "RequestTimeoutError",
     "Session",
     "SessionLockScope",
@@ -236,8 +240,10 @@ class Session:
     connection (and reconnects), plus one per ``async def`` push callback, one
     per request its message handlers are answering, one that re-sends
     the handler registrations after a reconnection, one per :meth:`lock`
-    call and one that checks the locks after a reconnection; all end in
-    :meth:`close`.
+    call, one that checks the locks after a reconnection, and per event
+    subscription one that subscribes it again (after a reconnection or a
+    ``missed`` frame) and one that runs its ``async def`` ``on_event``; all
+    end in :meth:`close`.
     """
 
     def __init__(
@@ -300,6 +306,10 @@ class Session:
         the requests it sends (a
         :class:`~aiohttp_session_ws.messaging.client.ClientMessaging`)."""
         self._locks = ClientLocks(self)
+        self.events = ClientEvents(self)
+        """The event bus: subscriptions that resume by themselves after a
+        reconnection, registering, queries (a
+        :class:`~aiohttp_session_ws.events_client.ClientEvents`)."""
 
     # state
     @property
@@ -712,6 +722,7 @@ class Session:
                 )
                 self.messaging._lost()
                 self._locks._connection_lost()
+                self.events._connection_lost()
                 if not self._reconnect or code in _NO_RECONNECT:
                     return
                 self._set_state(SessionState.RECONNECTING)
@@ -720,6 +731,7 @@ class Session:
                 self._set_state(SessionState.CONNECTED)
                 self.messaging._connected()
                 self._locks._reconnected()
+                self.events._reconnected()
         except Exception:  # pragma: no cover (a bug of ours: end, do not hang)
             logger.exception("The session-ws client's reader failed")
         finally:
@@ -758,6 +770,9 @@ class Session:
                     listener(missed)
                 except Exception:
                     logger.exception("Missed listener %r failed", listener)
+            # event frames may be among the dropped: resubscribe from the
+            # last ids, and ignore the current subscriptions from this frame on
+            self.events._missed()
         op = frame.get("op")
         if op == "push":
             self._push(frame.get("data"))
@@ -767,6 +782,10 @@ class Session:
             self.messaging._on_response(frame)
         elif op == "lock_lost":
             self._locks._on_lost(frame)
+        elif op == "events":
+            self.events._on_events(frame)
+        elif op == "events_lost":
+            self.events._on_lost(frame)
         elif op in ("result", "error"):
             request_id = frame.get("id")
             waiter = (
@@ -833,6 +852,7 @@ class Session:
         self._fail_pending(exc)
         self.messaging._lost()
         self._locks._closed()
+        self.events._closed()
         self._set_state(SessionState.CLOSED)
         for pushes in list(self._buffers):
             pushes._end()

@@ -208,6 +208,7 @@ class SessionWSRegistry(Mapping[Hashable, Set[web.WebSocketResponse]]):
                 on_nodes_left=self._bus.nodes_left,
                 on_frames_lost=self._bus.frames_lost,
                 on_events=self.events.on_events,
+                on_events_gap=self.events.on_events_gap,
             ),
         )
 

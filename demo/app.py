@@ -1,10 +1,17 @@
-"""The demo application: a page, its websockets, /login, /push, /reset and /logout."""
+"""The demo application: a page, its websockets, /login, /push, /reset and /logout.
+
+What users do (logins, pushes, messaging requests, edit locks) and sessions
+coming and going are events of the event bus: the page's activity feed
+subscribes to them (see :doc:`/demo`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Hashable
+from typing import Any
 
 import aiohttp_session
 from aiohttp import web
@@ -31,14 +38,20 @@ from aiohttp_session_ws import (
 )
 from aiohttp_session_ws.authorization import (
     ACQUIRE_LOCK,
+    REGISTER_EVENT,
     REGISTER_HANDLER,
     SEND_TO_PATH,
     SEND_TO_SESSION,
+    SUBSCRIBE_EVENTS,
     VIEW_SESSION,
 )
+from aiohttp_session_ws.events import EventPayloadJson, RegisterEvent, parse_event_type
+from aiohttp_session_ws.protocol import Arg, ErrorCode, ProtocolError
 
 from .page import render_page
 from .users import USER_KEY, USERS
+
+logger = logging.getLogger("demo")
 
 COOKIE_NAME = "AIOHTTP_SESSION_WS_DEMO"
 """The name of the session cookie."""
@@ -67,20 +80,38 @@ LOCK_PREFIX = "docs/"
 documents (:data:`~demo.page.DOCUMENTS`) are below it."""
 
 
+FEED_TYPES = ("demo/*", "session_ws/session/*")
+"""What the activity feed subscribes to: the demo's events, and the sessions
+starting and ending (the registry's ``session_events``)."""
+
+SUBSCRIBE_PREFIXES = ("demo/", "session_ws/session/")
+"""The event types (and query types) a logged-in user may subscribe to and query."""
+
+CHAT_PREFIX = "demo/chat/"
+"""The event types a logged-in user may register from the page: what they say
+in the feed. The other ``demo/`` events come from the demo's server code."""
+
+
 def make_registry(redis_url: str | None = None) -> SessionWSRegistry:
     """Build the app's registry: in memory, or a node of a Redis cluster.
 
-    Either way with the demo's login in each connection's properties, and
-    its policy for messaging.
+    Either way with the demo's login in each connection's properties, its
+    policy for messaging, locks and events, and an event when a session
+    starts or ends (``session_events``).
     """
     if redis_url is None:
         return SessionWSRegistry(
-            properties_factory=connection_properties, authorize=authorize
+            properties_factory=connection_properties,
+            authorize=authorize,
+            session_events=True,
         )
     from aiohttp_session_ws import RedisSessionWSRegistry
 
     return RedisSessionWSRegistry(
-        redis_url, properties_factory=connection_properties, authorize=authorize
+        redis_url,
+        properties_factory=connection_properties,
+        authorize=authorize,
+        session_events=True,
     )
 
 
@@ -100,14 +131,25 @@ async def connection_properties(request: web.Request) -> dict[str, object]:
 
 
 async def authorize(request: web.Request, action: Action) -> bool:
-    """Logged-in users may do messaging and take the locks below ``docs/``.
+    """Logged-in users do messaging, locks below ``docs/``, and the feed.
 
+    They may take the locks below ``docs/``, follow the activity feed and
+    say something in it. That is: subscribe to (and query) the events
+    below ``demo/`` and ``session_ws/session/``, and register those below
+    ``demo/chat/``.
     Anonymous users may do nothing beyond their session. ``request`` is the
     websocket's upgrade request: the login of the moment the connection
     opened, as in its ``$Principal``.
     """
+    event_type = action.event_type or ""
     if action.permission == ACQUIRE_LOCK:
         if not (action.lock or "").startswith(LOCK_PREFIX):
+            return False
+    elif action.permission == SUBSCRIBE_EVENTS:
+        if not event_type.startswith(SUBSCRIBE_PREFIXES):
+            return False
+    elif action.permission == REGISTER_EVENT:
+        if not event_type.startswith(CHAT_PREFIX):
             return False
     elif action.permission not in MESSAGING_PERMISSIONS:
         return False
@@ -145,6 +187,7 @@ def make_app(
     )
     registry = make_registry(redis_url)
     registry.ops.add(connections_op(registry))
+    registry.ops.add(activity_op(registry))
     setup_session_ws(app, registry)
     add_browser_client(app, CLIENT_PREFIX)
     app[TICK_INTERVAL_KEY] = tick_interval
@@ -253,8 +296,13 @@ async def push(request: web.Request) -> web.Response:
             text=f"Too long: at most {MAX_PUSH_TEXT} characters, not {len(text)}.\n"
         )
     session_ws_id = await get_session_ws_id(request)
-    reached = await get_registry(request).send_to_session(
+    registry = get_registry(request)
+    reached = await registry.send_to_session(
         session_ws_id, {"kind": "text", "text": text}
+    )
+    # the feed tells that the user pushed, not what: that stays in the session
+    await record(
+        registry, "push", {"user": await logged_in_user(request), "reached": reached}
     )
     plural = "" if reached == 1 else "s"
     return web.Response(text=f"Pushed to {reached} connection{plural}.\n")
@@ -344,6 +392,8 @@ async def closing_text(request: web.Request, whose: str) -> str:
 async def reset(request: web.Request) -> web.Response:
     """Give the session a new ws id, and close the websockets of the old one."""
     text = await closing_text(request, "the old id")
+    user = await logged_in_user(request)
+    await record(get_registry(request), "reset", {"user": user})
     response = web.Response(text=f"New session ws id. {text}\n")
     await schedule_close_all_session_ws(request, response)  # reads the old id
     await new_session_ws_id(request)
@@ -371,14 +421,100 @@ async def login(request: web.Request) -> web.Response:
     await new_session_ws_id(request)
     session = await aiohttp_session.get_session(request)
     session[USER_KEY] = name
+    await record(get_registry(request), "login", {"user": name})
     return response
 
 
 async def logout(request: web.Request) -> web.Response:
     """End the session, and close its websockets; the next request starts anew."""
     text = await closing_text(request, "this session")
+    user = await logged_in_user(request)
+    await record(get_registry(request), "logout", {"user": user})
     response = web.Response(text=f"Logged out. {text}\n")
     await schedule_close_all_session_ws(request, response)  # reads the old id
     session = await aiohttp_session.get_session(request)
     session.invalidate()
     return response
+
+
+# the activity feed: the demo's own actions as events
+
+
+async def record(registry: SessionWSRegistry, what: str, data: dict[str, Any]) -> None:
+    """Register the event ``demo/<what>`` with ``data`` as its JSON payload.
+
+    The feed is a side show: when the event log cannot be reached (Redis is
+    down), the action goes on without its event.
+    """
+    event = RegisterEvent(
+        parse_event_type(f"demo/{what}"), payload=EventPayloadJson(data)
+    )
+    try:
+        await registry.events.register([event])
+    except Exception as exc:  # EventsUnavailableError, mostly
+        logger.warning("Could not register the event demo/%s: %s", what, exc)
+
+
+ACTIVITIES = ("lock", "unlock", "request")
+"""What the page tells with the op ``activity``."""
+
+REQUEST_KINDS = ("path", "session", "filter")
+"""Where a messaging request went: to a path's handler, a session, a filter."""
+
+
+def activity_op(registry: SessionWSRegistry) -> Op[Peer]:
+    """The demo's op ``activity``: the page tells what its user did.
+
+    ``{"what": "lock", "name": n}`` once it holds the edit lock ``n`` (the
+    server checks that it does: ``demo/lock/granted`` with its fencing
+    token), ``{"what": "unlock", "name": n}`` once it released it
+    (``demo/lock/released``, when the session no longer holds it), and
+    ``{"what": "request", "to": "path"|"session"|"filter", "path": p}``
+    after it sent a messaging request (``demo/messaging/request``; not what
+    it sent). The user is the connection's ``$Principal``, never the page's
+    word; anonymous connections are refused (``forbidden``).
+    """
+
+    async def answer(connection: Peer, request: Request) -> dict[str, bool]:
+        user = connection.connection_properties().get("$Principal")
+        if not user:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "log in to be in the feed")
+        args = request.args
+        what = args["what"]
+        if what not in ACTIVITIES:
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"what is one of {ACTIVITIES}")
+        if what == "request":
+            to, path = args.get("to"), args.get("path")
+            if to not in REQUEST_KINDS or not isinstance(path, str) or len(path) > 200:
+                raise ProtocolError(
+                    ErrorCode.BAD_FRAME, "a request activity has 'to' and 'path'"
+                )
+            await record(
+                registry, "messaging/request", {"user": user, "to": to, "path": path}
+            )
+            return {"recorded": True}
+        name = args.get("name")
+        if not isinstance(name, str) or not name.startswith(LOCK_PREFIX):
+            raise ProtocolError(ErrorCode.BAD_FRAME, f"name is below {LOCK_PREFIX}")
+        held = registry.locks.held_by(connection.session_ws_id, name)
+        if what == "lock":
+            if held is None:
+                return {"recorded": False}  # not (or no longer) its lock
+            data = {"user": user, "name": name, "sequence": held.sequence}
+            await record(registry, "lock/granted", data)
+        else:
+            if held is not None:
+                return {"recorded": False}  # it holds it still
+            await record(registry, "lock/released", {"user": user, "name": name})
+        return {"recorded": True}
+
+    return Op(
+        "activity",
+        answer,
+        {
+            "what": Arg("str", required=True),
+            "name": Arg("str"),
+            "to": Arg("str"),
+            "path": Arg("str"),
+        },
+    )

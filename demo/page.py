@@ -36,7 +36,10 @@ INDEX_HTML = """\
   form { display: flex; flex-wrap: wrap; gap: .3rem; align-items: center; }
   form label { flex: 1 0 100%; font-weight: bold; }
   form input { flex: 1 1 10rem; min-width: 0; font: inherit; padding: .3rem; }
-  #pushes, #responses, #handled { padding-left: 1.5rem; }
+  #pushes, #responses, #handled, #feed { padding-left: 1.5rem; }
+  #feed li { overflow-wrap: anywhere; }
+  #feed .replayed { color: #5a3d00; background: #fff3d6; }
+  #feed-state.lost { color: #8a1111; font-weight: bold; }
   #responses li, #handled li, #answering { overflow-wrap: anywhere; }
   form select { font: inherit; padding: .3rem; max-width: 100%; }
   h2 { font-size: 1.2rem; margin-top: 2rem; }
@@ -123,6 +126,19 @@ shows the lock's sequence: its fencing token.</p>
 <ul id="documents">
 {{DOCUMENTS}}
 </ul>
+<h2>Activity</h2>
+<p id="feed-state" class="hint">Log in to follow the activity feed.</p>
+<p class="hint">The feed is the event bus: what users do here (logins,
+pushes, requests, edits) and sessions that start and end
+(<code>demo/*</code> and <code>session_ws/session/*</code>). After a
+reconnection the client subscribes again from the last event it got: the
+events it missed come first, marked <em>replayed</em>.</p>
+<form id="say">
+  <label for="said">Say something in the feed</label>
+  <input id="said" maxlength="200" required autocomplete="off">
+  <button type="submit">Say</button>
+</form>
+<ol id="feed"></ol>
 <p>Open this page in a second tab: both tabs share one session, and what you
 push in one shows in both. Reset or log out in either and the connections of
 every tab close. Log in as another user in a second browser (or a private
@@ -156,6 +172,11 @@ const EDIT = { scope: SessionLockScope.UNLOCK_ON_CONNECTION_LOSS };
 const REFRESH_MS = 2000;  // lock_info of every document, while logged in
 const docs = DOCUMENTS.map((name, index) => ({ name, index, ...idle() }));
 const principals = new Map();  // a holder's handle -> its user, once asked
+// Activity feed: the events of demo/* and session_ws/session/*
+const FEED_TYPES = ["demo/*", "session_ws/session/*"];
+const MAX_FEED = 30;
+let feed = null;  // {session, subscription} of the activity feed
+let feedResume = null;  // {since, epoch}: where the login's old session's feed stopped
 
 function show(state, text) {
   $("state").className = state;
@@ -205,17 +226,24 @@ function changed(current, state) {
       $("user").textContent = describeUser(me);
       showAnswering();
     }
+    if (feed?.session === current) following();
     refreshDocuments();
   } else if (state === SessionState.RECONNECTING) {
     show("connecting", "Reconnecting\\u2026 the connection closed, " + why(current));
     forget();
     renderDocuments();
+    if (feed?.session === current) {
+      feedState("Reconnecting: the events meanwhile come once the connection " +
+                "is back, marked replayed.");
+    }
   } else if (state === SessionState.CLOSED) {
     show("closed", "Closed, " + why(current));
     forget();
     renderDocuments();
     $("answering").textContent = "Not connected: no requests reach this tab.";
+    if (feed?.session === current) feedState("Not connected: the feed stopped.");
     if (pressed === "login") {
+      feedResume = resumeOf(feed);  // the new session's feed goes on from there
       start();  // the login's new id: connect as the user
     } else {
       $("reconnect").disabled = false;
@@ -285,6 +313,7 @@ async function setUpMessaging(current) {
   $("user").textContent =
     me ? describeUser(me) : "nobody: log in to send and answer requests";
   refreshDocuments();
+  follow(current);
   if (!me) {
     showAnswering();
     return;
@@ -349,6 +378,7 @@ async function send(event) {
     return;
   }
   const messaging = current.messaging;
+  if (me) tell(current, { what: "request", to: kind, path });
   try {
     if (kind === "path") {
       line("To the path " + path + ": " + JSON.stringify(message));
@@ -398,6 +428,7 @@ async function edit(doc) {
     const lock = await current.lock(doc.name, { ...EDIT, signal: waiting.signal });
     if (current !== session) return;
     doc.lock = lock;
+    tell(current, { what: "lock", name: doc.name });
     lock.onLost((reason) => {
       if (doc.lock !== lock) return;
       doc.lock = null;
@@ -421,6 +452,7 @@ async function release(doc) {
   doc.lock = null;
   try {
     await lock.unlock();
+    tell(session, { what: "unlock", name: doc.name });
     doc.note = "";
   } catch (error) {
     doc.note = "Could not release: " + error.message;
@@ -544,6 +576,122 @@ setInterval(() => {
   if (connected() && me) refreshDocuments();
 }, REFRESH_MS);
 
+// Activity feed: the page subscribes once logged in; the client subscribes
+// again after each reconnection from the last event it got, so the events
+// missed meanwhile come first, marked replayed; if they could not all be
+// replayed (the history was lost, or is older than its retention),
+// onNotRecovered says so.
+
+function feedState(text, lost = false) {
+  $("feed-state").textContent = text;
+  $("feed-state").className = lost ? "lost" : "hint";
+}
+
+function following() {
+  feedState("Following the activity feed: " + FEED_TYPES.join(" and ") + ".");
+}
+
+/** Where a feed stopped, to go on from there: {since, epoch}, or null. */
+function resumeOf(current) {
+  const since = current?.subscription.lastId ?? current?.subscription.position;
+  return since ? { since, epoch: current.subscription.epoch } : null;
+}
+
+async function follow(current) {
+  const resume = feedResume;
+  feedResume = null;
+  if (!me) {
+    feedState("Log in to follow the activity feed.");
+    return;
+  }
+  let subscription;
+  try {
+    subscription = await current.events.subscribe(FEED_TYPES, {
+      ...(resume ?? {}), onEvent: showEvent,
+    });
+  } catch (error) {
+    feedState("Could not follow the activity feed: " + error.message, true);
+    return;
+  }
+  if (current !== session) {
+    subscription.close();
+    return;
+  }
+  feed = { session: current, subscription };
+  following();
+  subscription.onNotRecovered((reason) => {
+    if (feed?.subscription !== subscription) return;
+    feedState("Some events were missed and could not be replayed (" + reason +
+              "): the feed goes on with new ones.", true);
+  });
+}
+
+/** The feed's line for an event. */
+function describeEvent(event) {
+  const payload = event.payload;
+  const data = payload?.type === "json" ? payload.data : null;
+  const d = data !== null && typeof data === "object" ? data : {};
+  const who = d.user ?? "an anonymous session";
+  const plural = (n, word) => n + " " + word + (n === 1 ? "" : "s");
+  switch (event.type) {
+    case "demo/login": return who + " logged in";
+    case "demo/logout": return who + " logged out";
+    case "demo/reset": return who + " reset the session ws id";
+    case "demo/push":
+      return who + " pushed to their session's tabs (" +
+             plural(d.reached, "connection") + ")";
+    case "demo/lock/granted":
+      return who + " edits " + d.name + " (fencing token " + d.sequence + ")";
+    case "demo/lock/released": return who + " released " + d.name;
+    case "demo/messaging/request": {
+      const to = { path: "the path", session: "a session on", filter: "a filter on" };
+      return who + " sent a request to " + (to[d.to] ?? d.to) + " " + d.path;
+    }
+    case "demo/chat/message": return who + " says " + JSON.stringify(d.text);
+    case "session_ws/session/started":
+    case "session_ws/session/ended": {
+      const what = event.type.endsWith("started") ? "started" : "ended";
+      // the principal when the server knew it as the session started
+      const whose = d.principal ? d.principal + "'s session " : "session ";
+      return whose + d.session + " " + what;
+    }
+    default:
+      return event.type + (data === null ? "" : " " + JSON.stringify(data));
+  }
+}
+
+function showEvent(event) {
+  const item = document.createElement("li");
+  item.textContent = describeEvent(event) +
+    (event.replayed ? " (replayed: missed while disconnected)" : "");
+  item.className = event.replayed ? "replayed" : "";
+  $("feed").prepend(item);
+  while ($("feed").children.length > MAX_FEED) $("feed").lastChild.remove();
+}
+
+/** Tell the server what this tab's user did: the demo's op activity. */
+function tell(current, args) {
+  current?.request("activity", args).catch(() => {
+    // not connected, or no longer the holder: no event, no harm
+  });
+}
+
+async function say(event) {
+  event.preventDefault();
+  const current = session;
+  const text = $("said").value.trim();
+  if (!current || !me || !text) return;
+  try {
+    await current.events.register([{
+      type: "demo/chat/message",
+      payload: { type: "json", data: { user: me.principal, text } },
+    }]);
+    $("said").value = "";
+  } catch (error) {
+    feedState("Could not say it: " + error.message, true);
+  }
+}
+
 function pushed(data) {
   if (data === null || typeof data !== "object") return;
   if (data.kind === "connections") {
@@ -560,6 +708,7 @@ async function start() {
   session = null;
   me = null;
   echoing = null;
+  feed = null;
   for (const doc of docs) Object.assign(doc, idle());
   renderDocuments();
   $("reconnect").disabled = true;
@@ -609,6 +758,7 @@ $("login").addEventListener("submit", (event) => {
   post("/login", new URLSearchParams(new FormData(event.target)));
 });
 $("send").addEventListener("submit", send);
+$("say").addEventListener("submit", say);
 $("answer").addEventListener("change", syncEcho);
 $("reset").onclick = () => post("/reset");
 $("logout").onclick = () => post("/logout");

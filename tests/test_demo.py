@@ -41,11 +41,13 @@ from aiohttp_session_ws import (
 from aiohttp_session_ws.client import Pushes
 from aiohttp_session_ws.client import Session as LiveSession
 from aiohttp_session_ws.client import connect as connect_live
+from aiohttp_session_ws.events import Event, EventPayloadJson
+from aiohttp_session_ws.events.service import EventsUnavailableError
 from aiohttp_session_ws.messaging.errors import RejectedError
 from aiohttp_session_ws.messaging.requests import RequestContext
 from aiohttp_session_ws.protocol import ErrorCode, ProtocolError
 from demo import make_app
-from demo.app import COOKIE_NAME, describe_backend, send_frames
+from demo.app import COOKIE_NAME, FEED_TYPES, describe_backend, send_frames
 from demo.app import count_connections as demo_count
 from demo.key import (
     KEY_ENV_VAR,
@@ -307,9 +309,22 @@ async function connect(url, options) {
   };
   const user = loggedIn ? {$Principal: "bob", $Roles: '"user"'} : {};
   const locked = [];
+  const requests = [];
+  const subscribed = [];
   const session = {
     url, options, state: "connected", closeCode: null, closeReason: "",
-    connectionId: "c" + n, sessionId: "h" + n, registered,
+    connectionId: "c" + n, sessionId: "h" + n, registered, requests, subscribed,
+    events: {
+      subscribe: async (types, options) => {
+        subscribed.push([types, Object.keys(options).sort()]);
+        const sub = {lastId: null, position: "5-0", epoch: "e", recovered: null,
+                     reason: null, close: async () => {},
+                     onNotRecovered(listener) { sub.notRecovered = listener; }};
+        session.feed = {sub, onEvent: options.onEvent};
+        return sub;
+      },
+      register: async () => null,
+    },
     properties: async () => ({$SessionId: "h" + n, ...user}),
     messaging: {
       addRequestHandler: register("addRequestHandler"),
@@ -317,7 +332,10 @@ async function connect(url, options) {
     },
     addStateListener(listener) { listeners.push(listener); },
     onPush(listener) { pushListeners.push(listener); },
-    request: async (op) => op === "connections" ? {count: 2} : null,
+    request: async (op, args) => {
+      requests.push([op, args ?? null]);
+      return op === "connections" ? {count: 2} : null;
+    },
     locked,
     lockInfo: async (name) => ({name, owner: null, sequence: null, scope: null,
                                 waiting: 0, queue: []}),
@@ -386,17 +404,33 @@ seen();
 const free = el("doc-1-state").textContent;
 await el("doc-1-edit").onclick();       // Edit: the document's edit lock
 await flush();
+const feedText = el("feed-state").textContent;
+const json = (data) => ({type: "json", data});
+current().feed.onEvent({id: "1-0", type: "demo/login", payload: json({user: "bob"}),
+                        replayed: true});
+current().feed.onEvent({id: "1-1", type: "session_ws/session/started",
+                        payload: json({session: "h9", principal: "carol"}),
+                        replayed: false});
+const granted = {user: "carol", name: "docs/plan", sequence: 3};
+current().feed.onEvent({id: "1-2", type: "demo/lock/granted", replayed: false,
+                        payload: json(granted)});
+current().feed.sub.notRecovered("the history was lost");
 const login = {
   user: el("user").textContent, answering: el("answering").textContent,
   registered: current().registered, free, locked: current().locked,
   editing: el("doc-1-state").textContent,
   release: el("doc-1-release").hidden, edit: el("doc-1-edit").hidden,
+  subscribed: current().subscribed, feedState: feedText,
+  activity: current().requests.filter(([op]) => op === "activity"),
+  feed: el("feed").children.map((item) => [item.textContent, item.className]),
+  lost: el("feed-state").textContent, lostClass: el("feed-state").className,
 };
+const anonymous = sessions[0].subscribed;
 refuse = true;
 await el("reconnect").onclick();
 seen();
 console.log(JSON.stringify({
-  states, first, connections, pushes, login, title: document.title,
+  states, first, connections, pushes, login, anonymous, title: document.title,
   reconnect: el("reconnect").disabled,
 }));
 process.exit(0);  // the page refreshes its documents on a timer
@@ -467,7 +501,20 @@ def test_the_page_says_who_closed_it_when_run() -> None:
         "Nobody waits.",
         "release": False,
         "edit": True,
+        # the activity feed: subscribed once logged in, each event on a line
+        "subscribed": [[["demo/*", "session_ws/session/*"], ["onEvent"]]],
+        "feedState": "Following the activity feed: demo/* and session_ws/session/*.",
+        "activity": [["activity", {"what": "lock", "name": "docs/plan"}]],
+        "feed": [
+            ["carol edits docs/plan (fencing token 3)", ""],
+            ["carol's session h9 started", ""],
+            ["bob logged in (replayed: missed while disconnected)", "replayed"],
+        ],
+        "lost": "Some events were missed and could not be replayed (the history "
+        "was lost): the feed goes on with new ones.",
+        "lostClass": "lost",
     }
+    assert seen["anonymous"] == []  # no feed before the login
     assert seen["connections"] == "3"
     assert seen["pushes"] == [
         f"<b>{i}</b>" for i in range(24, 4, -1)
@@ -960,6 +1007,140 @@ async def test_logged_in_users_send_to_a_path_a_session_and_a_filter(
         assert await responses.wait() == frozenset()
         await alice.close()
     await bob.close()
+
+
+# the activity feed
+
+
+async def next_event(subscription: Any) -> Event:
+    return await asyncio.wait_for(anext(subscription), TIMEOUT)
+
+
+def payload_of(event: Event) -> Any:
+    assert isinstance(event.payload, EventPayloadJson)
+    return event.payload.data
+
+
+async def test_logged_in_users_follow_the_feed_and_say_things_in_it(
+    client: Client,
+) -> None:
+    anonymous = await live(client)
+    asked: list[tuple[str, dict[str, Any]]] = [
+        ("subscribe", {"types": ["demo/*"]}),
+        ("register_events", {"events": [{"type": "demo/chat/message"}]}),
+        ("activity", {"what": "request", "to": "path", "path": "demo/echo"}),
+    ]
+    for op, args in asked:
+        with pytest.raises(ProtocolError) as caught:
+            await anonymous.request(op, **args)
+        assert caught.value.code == ErrorCode.FORBIDDEN, op
+    await log_in(client.session, client.make_url("/"), "carol")
+    await until_closed(anonymous)
+    carol = await live(client)
+    sub = await carol.request("subscribe", types=list(FEED_TYPES))
+    assert sub["recovered"] is None
+    said = {"type": "json", "data": {"user": "carol", "text": "hi"}}
+    await carol.request(
+        "register_events", events=[{"type": "demo/chat/message", "payload": said}]
+    )
+    latest = await carol.request("query_latest", event_types=["demo/chat/*"])
+    assert [e["payload"] for e in latest["events"]] == [said]
+    refused: list[tuple[str, dict[str, Any]]] = [
+        ("subscribe", {"types": ["*"]}),
+        ("subscribe", {"types": ["session_ws/*"]}),
+        ("query_latest", {}),  # every type
+        ("register_events", {"events": [{"type": "demo/login"}]}),  # the server's
+        ("register_events", {"events": [{"type": "session_ws/session/ended"}]}),
+    ]
+    for op, args in refused:
+        with pytest.raises(ProtocolError) as caught:
+            await carol.request(op, **args)
+        assert caught.value.code == ErrorCode.FORBIDDEN, (op, args)
+    await carol.close()
+
+
+async def test_the_demo_registers_its_actions_and_the_sessions_as_events(
+    client: Client,
+) -> None:
+    registry = get_registry_of(client)
+    feed = await registry.events.subscribe([tuple(t.split("/")) for t in FEED_TYPES])
+    url = client.make_url("/")
+    await client.get("/")
+    await log_in(client.session, url, "bob")
+    login = await next_event(feed)
+    assert (login.type, payload_of(login)) == (("demo", "login"), {"user": "bob"})
+    bob = await live(client)
+    started = await next_event(feed)
+    assert started.type == ("session_ws", "session", "started")
+    assert payload_of(started) == {"session": bob.session_id, "principal": "bob"}
+
+    resp = await client.post("/push", data={"text": "secret text"})
+    assert resp.status == 200
+    pushed = await next_event(feed)
+    assert (pushed.type, payload_of(pushed)) == (
+        ("demo", "push"),
+        {"user": "bob", "reached": 1},  # that it pushed, not what
+    )
+
+    # the page tells what its user did; the server checks the locks
+    assert await bob.request("activity", what="lock", name="docs/plan") == {
+        "recorded": False  # not its lock
+    }
+    held = await bob.request("lock", name="docs/plan", scope=1)
+    assert await bob.request("activity", what="lock", name="docs/plan") == {
+        "recorded": True
+    }
+    granted = await next_event(feed)
+    assert (granted.type, payload_of(granted)) == (
+        ("demo", "lock", "granted"),
+        {"user": "bob", "name": "docs/plan", "sequence": held["sequence"]},
+    )
+    assert await bob.request("activity", what="unlock", name="docs/plan") == {
+        "recorded": False  # it holds it still
+    }
+    await bob.request("unlock", name="docs/plan", sequence=held["sequence"])
+    await bob.request("activity", what="unlock", name="docs/plan")
+    released = await next_event(feed)
+    assert (released.type, payload_of(released)) == (
+        ("demo", "lock", "released"),
+        {"user": "bob", "name": "docs/plan"},
+    )
+    await bob.request("activity", what="request", to="filter", path="demo/echo")
+    asked = await next_event(feed)
+    assert (asked.type, payload_of(asked)) == (
+        ("demo", "messaging", "request"),
+        {"user": "bob", "to": "filter", "path": "demo/echo"},
+    )
+    for args in [
+        {"what": "dance"},
+        {"what": "lock", "name": "admin/x"},
+        {"what": "request", "to": "moon", "path": "x"},
+    ]:
+        with pytest.raises(ProtocolError) as caught:
+            await bob.request("activity", **args)
+        assert caught.value.code == ErrorCode.BAD_FRAME, args
+
+    resp = await client.post("/logout")
+    assert resp.status == 200
+    out = await next_event(feed)
+    assert (out.type, payload_of(out)) == (("demo", "logout"), {"user": "bob"})
+    await until_closed(bob)
+    feed.close()
+
+
+async def test_an_action_goes_on_when_its_event_cannot_be_registered(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = get_registry_of(client)
+
+    async def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise EventsUnavailableError("the event log cannot be reached")
+
+    await client.get("/")
+    with mock.patch.object(registry.events, "register", unavailable):
+        resp = await client.post("/push", data={"text": "hi"})
+    assert resp.status == 200
+    assert "Could not register the event demo/push" in caplog.text
 
 
 # the key

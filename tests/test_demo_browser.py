@@ -3,9 +3,11 @@
 Two pages of one browser context share the cookie, so they are two tabs of
 one session; on two demo nodes that share a redis-server and the cookie key
 they are one session across the cluster. Two browser contexts are two
-users, who log in and send each other requests. Debian's ``chromium`` is driven by
-playwright with ``executable_path`` (no browser download); ``make test``
-installs both. One browser serves the module, so the tests share its loop.
+users, who log in and send each other requests, and follow each other in
+the activity feed (the event bus), also across a lost connection. Debian's
+``chromium`` is driven by playwright with ``executable_path`` (no browser
+download); ``make test`` installs both. One browser serves the module, so
+the tests share its loop.
 """
 
 from __future__ import annotations
@@ -52,9 +54,11 @@ async def context(browser: Browser) -> AsyncIterator[BrowserContext]:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[TestServer]:
-    """``app`` on a free port of 127.0.0.1."""
-    server = TestServer(app, host="127.0.0.1")
+async def serving(
+    app: web.Application, port: int | None = None
+) -> AsyncIterator[TestServer]:
+    """``app`` on a free port of 127.0.0.1 (or on ``port``)."""
+    server = TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()
     try:
         yield server
@@ -478,3 +482,133 @@ async def test_closing_the_holders_tab_hands_the_lock_on_across_two_nodes(
         )
         assert token_of(await b_state.text_content()) > token
         await expect(bob.locator("#node")).to_have_text(f"127.0.0.1:{other.port}")
+
+
+RECONNECT_MS = 20_000
+"""Milliseconds a tab may take to reconnect to a node that came back: its
+backoff grew while the node was away."""
+
+FOLLOWING = "Following the activity feed: demo/* and session_ws/session/*."
+REPLAYED = " (replayed: missed while disconnected)"
+
+
+def feed_line(page: Page, text: str) -> Locator:
+    """The activity feed's line that holds ``text``."""
+    return page.locator("#feed li", has_text=text)
+
+
+async def say(page: Page, text: str) -> None:
+    """Say ``text`` in the activity feed."""
+    await page.locator("#said").fill(text)
+    await page.locator("#say button").click()
+    await expect(page.locator("#said")).to_have_value("")
+
+
+async def test_a_tab_back_from_a_lost_connection_shows_what_it_missed_replayed(
+    browser: Browser, redis_server: RedisServer
+) -> None:
+    """Alice's node goes away and comes back; meanwhile bob acts on the other."""
+    key = random_key()
+    async with (
+        serving(make_app(key, redis_url=redis_server.url)) as other,
+        user_tab(browser, other) as bob,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        one = await stack.enter_async_context(
+            serving(make_app(key, redis_url=redis_server.url))
+        )
+        port = one.port
+        alice = await stack.enter_async_context(user_tab(browser, one))
+        await expect(alice.locator("#feed-state")).to_have_text(
+            "Log in to follow the activity feed."
+        )
+        await log_in(alice, "alice", "admin, user")
+        await expect(alice.locator("#feed-state")).to_have_text(FOLLOWING)
+        bob_handle = await log_in(bob, "bob", "user")
+
+        # live: bob's login and session, and what he says
+        await expect(feed_line(alice, "bob logged in")).to_have_text("bob logged in")
+        # (the principal, when the node knew it as the session started)
+        await expect(feed_line(alice, f"session {bob_handle} started")).to_be_visible()
+        await say(bob, "hello alice")
+        await expect(feed_line(alice, "hello alice")).to_have_text(
+            'bob says "hello alice"'
+        )
+        await expect(feed_line(alice, "hello alice")).not_to_have_class("replayed")
+
+        # alice's node goes away: her tab keeps trying
+        await one.close()
+        await expect(alice.locator("#state")).to_contain_text("Reconnecting")
+        await expect(alice.locator("#feed-state")).to_contain_text(
+            "Reconnecting: the events meanwhile come once the connection is back"
+        )
+        # meanwhile bob, on the other node, says something and edits a document
+        await say(bob, "while you were away")
+        b_state, b_edit, _ = document(bob, 0)
+        await b_edit.click()
+        await expect(b_state).to_contain_text("You are editing docs/readme")
+        token = token_of(await b_state.text_content())
+        await expect(feed_line(bob, "bob edits docs/readme")).to_be_visible()
+
+        # the node is back on its port: the tab reconnects and replays
+        await stack.enter_async_context(
+            serving(make_app(key, redis_url=redis_server.url), port)
+        )
+        await expect(alice.locator("#state")).to_have_text(
+            "Connected", timeout=RECONNECT_MS
+        )
+        away = feed_line(alice, "while you were away")
+        await expect(away).to_have_text('bob says "while you were away"' + REPLAYED)
+        await expect(away).to_have_class("replayed")
+        edit = feed_line(alice, "bob edits docs/readme")
+        await expect(edit).to_have_text(
+            f"bob edits docs/readme (fencing token {token}){REPLAYED}"
+        )
+        await expect(alice.locator("#feed-state")).to_have_text(FOLLOWING)
+
+        # then live again; each event once, newest first
+        await say(bob, "welcome back")
+        await expect(feed_line(alice, "welcome back")).to_have_text(
+            'bob says "welcome back"'
+        )
+        lines = await alice.locator("#feed li").all_text_contents()
+        edited = f"bob edits docs/readme (fencing token {token}){REPLAYED}"
+        mine = [line for line in lines if line.startswith("bob says") or line == edited]
+        assert mine == [
+            'bob says "welcome back"',
+            edited,
+            'bob says "while you were away"' + REPLAYED,
+            'bob says "hello alice"',
+        ]
+        assert len(lines) == len(set(lines))
+
+
+async def test_a_tab_whose_missed_events_are_gone_says_so(browser: Browser) -> None:
+    """A memory node restarts: its event log is a new one, the old one lost."""
+    key = random_key()
+    async with contextlib.AsyncExitStack() as stack:
+        one = await stack.enter_async_context(serving(make_app(key)))
+        port = one.port
+        alice = await stack.enter_async_context(user_tab(browser, one))
+        await log_in(alice, "alice", "admin, user")
+        await expect(alice.locator("#feed-state")).to_have_text(FOLLOWING)
+        await say(alice, "before the restart")
+        await expect(feed_line(alice, "before the restart")).to_be_visible()
+        await one.close()
+        await expect(alice.locator("#state")).to_contain_text("Reconnecting")
+        await stack.enter_async_context(serving(make_app(key), port))
+        await expect(alice.locator("#state")).to_have_text(
+            "Connected", timeout=RECONNECT_MS
+        )
+        state = alice.locator("#feed-state")
+        await expect(state).to_contain_text(
+            "Some events were missed and could not be replayed (the event history "
+            "was lost"
+        )
+        await expect(state).to_contain_text("the feed goes on with new ones.")
+        await expect(state).to_have_class("lost")
+        # and it goes on live
+        await say(alice, "after the restart")
+        await expect(feed_line(alice, "after the restart")).to_have_text(
+            'alice says "after the restart"'
+        )

@@ -53,7 +53,11 @@ class NodeHooks:
     work waiting on them will not be answered."""
     on_events: Callable[[str, list[Event]], None] = lambda epoch, events: None
     """Events appended to the cluster's log, in id order, each once per node
-    (the backend follows the log); with the log's epoch."""
+    (the backend follows the log); with the log's epoch. An empty list with
+    a new epoch: the log was lost (and a new one begun)."""
+    on_events_gap: Callable[[str], None] = lambda reason: None
+    """This node missed events of the log (it fell behind its retention):
+    its subscribers cannot have had them all."""
     on_frames_lost: Callable[[], None] = lambda: None
     """The link that brings frames to this node failed: replies on their
     way may be lost (:attr:`on_reconnect` follows once it is back)."""

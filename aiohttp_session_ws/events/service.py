@@ -70,10 +70,11 @@ class SubscriptionOverflowError(EventsError):
 class _Subscriber:
     """One subscription as the fan-out sees it: what it has had, what waits."""
 
-    __slots__ = ("buffer", "last", "replaying", "subscription")
+    __slots__ = ("buffer", "epoch", "last", "replaying", "subscription")
 
     def __init__(self, subscription: Subscription) -> None:
         self.subscription = subscription
+        self.epoch: str | None = None  # of the log it follows
         self.last: EventId | None = None
         self.replaying = True
         self.buffer: list[tuple[Event, bytes | None]] = []
@@ -86,6 +87,10 @@ class _Subscriber:
 
     async def lost(self, epoch: str, reason: str) -> None:
         """The log was lost: what comes next is of a new epoch."""
+        raise NotImplementedError
+
+    async def replay_stopped(self, reason: str) -> None:
+        """The replay could not send everything: the consumer must know."""
         raise NotImplementedError
 
 
@@ -105,7 +110,6 @@ class EventSubscription(_Subscriber):
         "_max",
         "_service",
         "_task",
-        "epoch",
         "position",
         "reason",
         "recovered",
@@ -132,8 +136,6 @@ class EventSubscription(_Subscriber):
         :attr:`reason`); None: no ``since`` was given."""
         self.reason: str | None = None
         """Why it did not recover."""
-        self.epoch: str | None = None
-        """The log's epoch when it was subscribed."""
         self.position: EventId | None = None
         """The log's last id when it was subscribed (resume from it)."""
 
@@ -159,6 +161,10 @@ class EventSubscription(_Subscriber):
             self._task = self._service._tasks.spawn(
                 self._feed(), name="events-callback"
             )
+
+    async def replay_stopped(self, reason: str) -> None:
+        """Note that the replay was cut short (:attr:`recovered` turns False)."""
+        self.recovered, self.reason = False, reason
 
     async def lost(self, epoch: str, reason: str) -> None:
         """Note that the log was lost (:attr:`recovered` turns False)."""
@@ -248,8 +254,26 @@ class ConnectionSubscription(_Subscriber):
             b'"replay":true,' if replay else b"",
         )
         frame = head + b",".join(fresh) + b"]}"
-        # droppable: a client that missed frames resubscribes from its last id
-        await self.peer.deliver(frame)
+        if replay:
+            # not droppable: a dropped replay frame would make the client
+            # replay again, and again (a client that cannot keep up with its
+            # replay overflows its queue and is closed, 1013)
+            await self.peer.send(frame)
+        else:
+            # droppable: a client that missed frames resubscribes from its
+            # last id, and gets them from the history
+            await self.peer.deliver(frame)
+
+    async def replay_stopped(self, reason: str) -> None:
+        """Tell the client to resubscribe from its last id.
+
+        An empty frame saying frames were missed, as the slow-consumer
+        policy does.
+        """
+        logger.warning("A client's replay stopped: %s", reason)
+        await self.peer.send(
+            b'{"missed":1,"op":"events","subscription":%d,"events":[]}' % self.id
+        )
 
     async def lost(self, epoch: str, reason: str) -> None:
         """Tell the client with an ``events_lost`` frame."""
@@ -373,6 +397,8 @@ class Events:
         """Index the subscriber (buffering), and read where the log stands."""
         self._index.add(subscriber.subscription, subscriber)
         self._subscribers.add(subscriber)
+        # until the read, take the node's epoch: it will be checked on delivery
+        subscriber.epoch = self._epoch
         try:
             read = await self._backend.event_store.read(since, PAGE)
         except BackendUnavailableError as exc:
@@ -380,6 +406,7 @@ class Events:
             raise EventsUnavailableError(
                 f"the event log cannot be reached ({exc})"
             ) from None
+        subscriber.epoch = read.epoch or subscriber.epoch
         if since is None:
             subscriber.last = read.last  # live from here
             return None, None, read
@@ -429,6 +456,9 @@ class Events:
                     )
         except BackendUnavailableError:
             logger.warning("A replay stopped: the event log cannot be reached")
+            await subscriber.replay_stopped(
+                "the replay stopped: the event log cannot be reached"
+            )
         finally:
             buffered, subscriber.buffer = subscriber.buffer, []
             subscriber.replaying = False
@@ -470,9 +500,15 @@ class Events:
             self._fanning = None
 
     async def _deliver(self, epoch: str, events: list[Event]) -> None:
-        if self._epoch is not None and epoch != self._epoch:
+        if epoch != self._epoch:
+            # each subscription knows the epoch it was given: tell those of
+            # another log (not the ones made in this one)
             for subscriber in list(self._subscribers):
-                await subscriber.lost(epoch, "the event history was lost (a new epoch)")
+                if subscriber.epoch and subscriber.epoch != epoch:
+                    await subscriber.lost(
+                        epoch, "the event history was lost (a new epoch)"
+                    )
+                subscriber.epoch = epoch
         self._epoch = epoch
         targets: dict[_Subscriber, list[tuple[Event, bytes | None]]] = {}
         encoded: dict[EventId, bytes] = {}
@@ -489,6 +525,20 @@ class Events:
                 subscriber.buffer.extend(found)
             else:
                 await subscriber.take(found, replay=False)
+
+    def on_events_gap(self, reason: str) -> None:
+        """The backend's hook: this node missed events.
+
+        Every subscriber learns it: clients resubscribe from their last id
+        (and are told whether that recovered), server subscriptions turn
+        not recovered.
+        """
+        if not self._tasks.closed:
+            self._tasks.spawn(self._gap(reason), name="events-gap")
+
+    async def _gap(self, reason: str) -> None:
+        for subscriber in list(self._subscribers):
+            await subscriber.replay_stopped(reason)
 
     # querying
     async def query_latest(

@@ -347,6 +347,130 @@ export interface LockInfo {
   readonly queue: readonly string[];
 }
 
+/** An event's payload: JSON data, or bytes with the name of their type. */
+export type EventPayload =
+  | { readonly type: "json"; readonly data: JSONValue }
+  | { readonly type: "binary"; readonly name: string; readonly data: Uint8Array };
+
+/** An event of the event bus, as the server registered it. */
+export interface BusEvent {
+  /** Its id, "<ms>-<n>": ids order the cluster's log (compare with compareEventIds, not as text). */
+  readonly id: string;
+  /** Its type, such as "chat/room1". */
+  readonly type: string;
+  /** When the server registered it, in seconds since the epoch. */
+  readonly timestamp: number;
+  /** When it happened, as its source says (seconds); null if not given. */
+  readonly sourceTimestamp: number | null;
+  readonly payload: EventPayload | null;
+  /** True for an event the server replayed from its log (a since, or a subscribe again after a reconnection). */
+  readonly replayed: boolean;
+}
+
+/** An event to register: the server gives its id and timestamp. */
+export interface RegisterEvent {
+  /** Its type, such as "chat/room1" (no "?", "*"; segments not empty). */
+  type: string;
+  /** When it happened, in seconds since the epoch. */
+  sourceTimestamp?: number | null;
+  payload?:
+    | { type: "json"; data: JSONValue }
+    | { type: "binary"; name: string; data: Uint8Array | ArrayBuffer | ArrayBufferView }
+    | null;
+}
+
+/** The options of events.subscribe(). */
+export interface SubscribeOptions {
+  /** Resume after this event id: the retained events after it come first, replayed. */
+  since?: string | null;
+  /** The epoch that id came from (a subscription's epoch): another one is not recovered. */
+  epoch?: string | null;
+  /** Called with each event instead of holding it for for await. */
+  onEvent?: (event: BusEvent) => void;
+  /** Unread events held at most; past that the oldest are dropped (counted in dropped). Default 10000. */
+  maxBuffer?: number;
+}
+
+/**
+ * A subscription: each event once, in id order, across reconnections
+ * (the client subscribes again from lastId after each hello, and after a
+ * frame that says the server dropped frames).
+ */
+export interface EventSubscription extends AsyncIterableIterator<BusEvent> {
+  /** The query types subscribed to. */
+  readonly types: readonly string[];
+  /** The server's id of it on this connection; null between two. */
+  readonly id: number | null;
+  /** Whether the last subscribe got every event after the id it resumed from; null when it gave none. */
+  readonly recovered: boolean | null;
+  /** Why the last subscribe did not recover, or why the history was lost; else null. */
+  readonly reason: string | null;
+  /** The id of the last event delivered (of this epoch); null while none has been. */
+  readonly lastId: string | null;
+  /** The epoch of the log the events come from. */
+  readonly epoch: string | null;
+  /** Where the log stood at the last subscribe answer; null when it was empty. */
+  readonly position: string | null;
+  /** Events dropped because nobody read them (over maxBuffer). */
+  readonly dropped: number;
+  /** Whether it ended: close(), the session closed, or it failed (error). */
+  readonly closed: boolean;
+  /** Why it failed (a subscribe again was refused); else null. */
+  readonly error: Error | null;
+  /**
+   * Call listener(reason, subscription) each time a subscribe again did not
+   * recover, or the server's history was lost; at once when the last
+   * subscribe did not recover. Returns its remover.
+   */
+  onNotRecovered(listener: (reason: string, subscription: EventSubscription) => void): () => void;
+  /** Unsubscribe: the iteration ends after what it holds. Leaving a for await loop does it too. */
+  close(): Promise<void>;
+}
+
+/** What the queries resolve to. */
+export interface EventQueryResult {
+  readonly events: readonly BusEvent[];
+  /** Whether there are more events than were returned (page on with lastEventId). */
+  readonly moreFollows: boolean;
+}
+
+/** The parameters of events.queryTimeseries(); times in seconds since the epoch. */
+export interface TimeseriesParams {
+  /** Query types, such as "chat/*"; default every type. */
+  eventTypes?: string[];
+  tFrom?: number;
+  tTo?: number;
+  sourceTFrom?: number;
+  sourceTTo?: number;
+  /** Default "descending". */
+  order?: "descending" | "ascending";
+  /** Default "timestamp". */
+  orderBy?: "timestamp" | "source_timestamp";
+  maxResults?: number;
+  /** Page on after this event of the previous page. */
+  lastEventId?: string;
+}
+
+/** The event bus (session.events). Server errors reject with ProtocolError. */
+export interface Events {
+  /** Op "subscribe": resolves once the server answered. */
+  subscribe(types: string[], options?: SubscribeOptions): Promise<EventSubscription>;
+  /** Op "register_events": the registered events with response: true, else null. */
+  register(events: RegisterEvent[], options?: { response?: false }): Promise<null>;
+  register(events: RegisterEvent[], options: { response: true }): Promise<readonly BusEvent[]>;
+  register(
+    events: RegisterEvent[],
+    options?: { response?: boolean },
+  ): Promise<readonly BusEvent[] | null>;
+  /** Op "query_latest": the latest event of each type the query types select (all when omitted). */
+  queryLatest(types?: string[]): Promise<EventQueryResult>;
+  /** Op "query_timeseries": the retained events the parameters select. */
+  queryTimeseries(params?: TimeseriesParams): Promise<EventQueryResult>;
+}
+
+/** Compare two event ids "<ms>-<n>" as numbers: negative, 0 or positive. */
+export declare function compareEventIds(a: string, b: string): number;
+
 /** One protocol session: a connection, and its successors when reconnecting. */
 export declare class Session {
   /** Made by connect(), not directly. */
@@ -365,6 +489,8 @@ export declare class Session {
   readonly limits: Limits;
   /** Request-response messaging: handlers for paths, and requests to send. */
   readonly messaging: Messaging;
+  /** The event bus: subscriptions that resume after reconnections, registering, queries. */
+  readonly events: Events;
   /** Pushes the server dropped for this session because it read too slowly. */
   readonly missed: number;
   /** The close code of the last connection that ended (1000 after close()); null while none has. */

@@ -154,6 +154,9 @@ const LOST = Symbol("lost");
 const END = Symbol("end");
 const GRANT = Symbol("grant");
 const CHECKED = Symbol("checked");
+/** The Session's hooks for its Events (module-private). */
+const MISSED = Symbol("missed");
+const RESUME = Symbol("resume");
 
 /** What a request frame without a matching registration is answered. */
 const NO_HANDLER_MESSAGE = "no handler for that path on this connection";
@@ -214,6 +217,8 @@ export class Session {
   #closeReason = "";
   /** @type {Messaging} */
   #messaging;
+  /** @type {Events} */
+  #events;
   /** @type {Map<string, SessionLock>} the locks this client holds, by name */
   #locks = new Map();
   /** @type {{name: string, sequence: number, resolve: Function}[]} unlocks
@@ -228,6 +233,7 @@ export class Session {
     this.#url = url;
     this.#options = options;
     this.#messaging = new Messaging(TOKEN, this);
+    this.#events = new Events(TOKEN, this);
     if (options.onState) this.addStateListener(options.onState);
     if (options.onPush) this.onPush(options.onPush);
   }
@@ -271,6 +277,14 @@ export class Session {
   /** Request-response messaging: handlers for paths, and requests to send. */
   get messaging() {
     return this.#messaging;
+  }
+
+  /**
+   * The event bus (docs/client-browser.rst, "Events"): subscriptions that
+   * resume after each reconnection, registering, queries.
+   */
+  get events() {
+    return this.#events;
   }
 
   /** The server's limits, from the last hello (docs/protocol.rst, "Limits"). */
@@ -780,6 +794,7 @@ export class Session {
     const lost = new ConnectionLostError("the session was closed", 1000);
     this.#rejectPending(lost);
     this.#messaging[LOST](lost);
+    this.#events[LOST]();
     this.#setState(SessionState.CLOSED);
     if (ws === null || ws.readyState === WebSocket.CLOSED) {
       return Promise.resolve();
@@ -871,6 +886,7 @@ export class Session {
         );
         this.#rejectPending(lost);
         this.#messaging[LOST](lost);
+        this.#events[LOST]();
         this.#connectionLost();
         this.#lost(event.code);
       });
@@ -957,14 +973,26 @@ export class Session {
       this.#setState(SessionState.CONNECTED);
       this.#messaging[CONNECTED]();
       this.#reconnectedLocks();
+      this.#events[CONNECTED]();
     }
   }
 
   /** A server frame after the hello: a reply, a push, or messaging's. */
   #frame(frame) {
-    this.#countMissed(frame);
+    const missed = this.#countMissed(frame);
+    try {
+      this.#dispatch(frame);
+    } finally {
+      // after the frame: its events count in the id to resume from
+      if (missed) this.#events[MISSED]();
+    }
+  }
+
+  #dispatch(frame) {
     if (frame.op === "request" || frame.op === "response") {
       this.#messaging[FRAME](frame);
+    } else if (frame.op === "events" || frame.op === "events_lost") {
+      this.#events[FRAME](frame);
     } else if (frame.op === "lock_lost") {
       const lock = this.#locks.get(frame.name);
       if (lock !== undefined && lock.sequence === frame.sequence) {
@@ -999,6 +1027,7 @@ export class Session {
     } // other ops (a newer server's) are left alone
   }
 
+  /** Count a frame's ``missed``; true when it says frames were dropped. */
   #countMissed(frame) {
     const missed = frame.missed;
     if (Number.isInteger(missed) && missed > 0) {
@@ -1006,7 +1035,9 @@ export class Session {
       for (const entry of [...this.#missedListeners]) {
         call(entry.listener, missed);
       }
+      return true;
     }
+    return false;
   }
 
   #rejectPending(error) {
@@ -1022,7 +1053,10 @@ export class Session {
     const old = this.#state;
     if (old === state) return;
     this.#state = state;
-    if (state === SessionState.CLOSED) this.#closedLocks();
+    if (state === SessionState.CLOSED) {
+      this.#closedLocks();
+      this.#events[END]();
+    }
     for (const entry of [...this.#stateListeners]) {
       call(entry.listener, old, state);
     }
@@ -1658,6 +1692,675 @@ class FilterResponses {
     clearTimeout(this.#timer);
     this.#forget();
   }
+}
+
+/**
+ * The event bus of one Session (``session.events``, docs/client-browser.rst,
+ * "Events"): subscriptions by event type that resume after each
+ * reconnection, registering events, and queries of the log.
+ */
+class Events {
+  #session;
+  /** @type {Map<number, EventSubscription>} by the server's subscription id */
+  #byId = new Map();
+  /** @type {Set<EventSubscription>} the open ones */
+  #open = new Set();
+  /** How many frames said the server dropped frames. */
+  #drops = 0;
+
+  /** Made by its Session, not directly. */
+  constructor(token, session) {
+    if (token !== TOKEN) {
+      throw new TypeError("use session.events");
+    }
+    this.#session = session;
+  }
+
+  /**
+   * Subscribe to the events of ``types`` (query types such as ``"chat/*"``,
+   * ``"a/?/c"``); resolve once the server answered, to an EventSubscription.
+   * ``since`` (an event id) and ``epoch`` (the epoch it came from): the
+   * retained events after it come first, marked ``replayed``. ``onEvent``:
+   * called with each event instead of holding it for ``for await``.
+   * ``maxBuffer``: unread events held at most (the oldest go first).
+   * After each reconnection, and after a frame that says the server dropped
+   * frames, the client subscribes again from the last event it got: an app
+   * gets every event once, in order.
+   * @returns {Promise<EventSubscription>}
+   */
+  async subscribe(types, options = {}) {
+    const { since, epoch, onEvent, maxBuffer } = checkMessagingOptions(
+      "subscribe",
+      options,
+      { since: undefined, epoch: undefined, onEvent: undefined, maxBuffer: 10000 },
+    );
+    const queryTypes = checkTypes(types, "types");
+    if (since !== undefined && since !== null) parseEventId(since, "since");
+    if (epoch !== undefined && epoch !== null && typeof epoch !== "string") {
+      throw new TypeError("epoch must be a string");
+    }
+    if (onEvent !== undefined && typeof onEvent !== "function") {
+      throw new TypeError("onEvent must be a function");
+    }
+    if (!(Number.isInteger(maxBuffer) && maxBuffer >= 1)) {
+      throw new RangeError(`maxBuffer must be a positive whole number, not ${maxBuffer}`);
+    }
+    const subscription = new EventSubscription(TOKEN, {
+      types: queryTypes,
+      onEvent,
+      maxBuffer,
+      close: (subscription) => this.#close(subscription),
+    });
+    const args = { types: queryTypes };
+    if (since !== undefined && since !== null) args.since = since;
+    if (epoch !== undefined && epoch !== null) args.epoch = epoch;
+    const drops = this.#drops;
+    const data = await this.#session[SEND]("subscribe", args).promise;
+    this.#started(subscription, data, since ?? null);
+    // frames dropped meanwhile may be its first ones: fill the gap
+    if (this.#drops !== drops) this.#resubscribe(subscription);
+    return subscription;
+  }
+
+  /**
+   * Register events (``[{type, sourceTimestamp?, payload?}]``; a payload is
+   * ``{type: "json", data}`` or ``{type: "binary", name, data}``, data a
+   * Uint8Array or ArrayBuffer). The server gives their ids (consecutive)
+   * and one timestamp. With ``response: true`` it resolves to the
+   * registered events; else to null.
+   * @returns {Promise<EventBusEvent[] | null>}
+   */
+  async register(events, options = {}) {
+    const { response } = checkMessagingOptions("register", options, {
+      response: false,
+    });
+    if (typeof response !== "boolean") {
+      throw new TypeError("response must be true or false");
+    }
+    if (!Array.isArray(events)) {
+      throw new TypeError("register takes an array of events");
+    }
+    const args = { events: events.map(registerEventJson) };
+    if (response) args.response = true;
+    const data = await this.#session.request("register_events", args);
+    if (!response) return null;
+    return Object.freeze(eventsOf(data?.events, false));
+  }
+
+  /**
+   * The latest event of each type that ``types`` select (all types when
+   * omitted): ``{events, moreFollows}``.
+   * @returns {Promise<EventQueryResult>}
+   */
+  async queryLatest(types = undefined) {
+    const args = {};
+    if (types !== undefined && types !== null) {
+      args.event_types = checkTypes(types, "types");
+    }
+    return queryResultOf(await this.#session.request("query_latest", args));
+  }
+
+  /**
+   * The retained events that ``params`` select (``eventTypes``, ``tFrom``,
+   * ``tTo``, ``sourceTFrom``, ``sourceTTo`` in seconds, ``order``
+   * "descending" (the default) or "ascending", ``orderBy`` "timestamp" or
+   * "source_timestamp", ``maxResults``, ``lastEventId`` to page on):
+   * ``{events, moreFollows}``.
+   * @returns {Promise<EventQueryResult>}
+   */
+  async queryTimeseries(params = {}) {
+    const checked = checkMessagingOptions("queryTimeseries", params, TIMESERIES_ARGS);
+    const args = {};
+    for (const [name, wire] of Object.entries(TIMESERIES_WIRE)) {
+      const value = checked[name];
+      if (value === undefined || value === null) continue;
+      args[wire] = name === "eventTypes" ? checkTypes(value, "eventTypes") : value;
+    }
+    return queryResultOf(await this.#session.request("query_timeseries", args));
+  }
+
+  /** A subscribe answer: the subscription has a server id, and goes on. */
+  #started(subscription, data, since) {
+    const id = data?.subscription;
+    if (!Number.isInteger(id)) {
+      throw new ProtocolError("internal", "a subscribe result has no subscription");
+    }
+    if (subscription.closed) {
+      this.#unsubscribe(id); // closed while it was on its way
+      return;
+    }
+    const recovered = typeof data.recovered === "boolean" ? data.recovered : null;
+    const reason = typeof data.reason === "string" ? data.reason : null;
+    const position = typeof data.position === "string" ? data.position : null;
+    const epoch = typeof data.epoch === "string" ? data.epoch : null;
+    this.#byId.set(id, subscription);
+    this.#open.add(subscription);
+    subscription[CONNECTED](id, { recovered, reason, position, epoch, since });
+  }
+
+  /** Subscribe again from the last id: after a reconnection, or dropped frames. */
+  async #resubscribe(subscription) {
+    if (subscription.closed || this.#session.state !== SessionState.CONNECTED) {
+      return;
+    }
+    if (subscription[MISSED] !== null) {
+      subscription[MISSED] = true; // once the one on its way is answered
+      return;
+    }
+    subscription[MISSED] = false;
+    const old = subscription.id;
+    if (old !== null) {
+      this.#byId.delete(old); // its later frames are ignored
+      subscription[LOST]();
+      this.#unsubscribe(old);
+    }
+    const since = subscription[RESUME];
+    const args = { types: [...subscription.types], since };
+    if (subscription.epoch !== null) args.epoch = subscription.epoch;
+    let data;
+    try {
+      data = await this.#session[SEND]("subscribe", args).promise;
+    } catch (error) {
+      subscription[MISSED] = null;
+      if (error instanceof ConnectionLostError) return; // the next hello retries
+      if (
+        error instanceof ProtocolError &&
+        (error.code === "unavailable" || error.code === "timeout")
+      ) {
+        console.warn(`session-ws: could not subscribe again: ${error.message}`);
+        const connection = this.#session.connectionId;
+        setTimeout(() => {
+          if (this.#session.connectionId === connection) this.#resubscribe(subscription);
+        }, RESUBSCRIBE_DELAY);
+        return;
+      }
+      console.warn(`session-ws: could not subscribe again: ${error.message}`);
+      this.#open.delete(subscription);
+      subscription[END](error);
+      return;
+    }
+    const again = subscription[MISSED] === true;
+    subscription[MISSED] = null;
+    try {
+      this.#started(subscription, data, since);
+    } catch (error) {
+      this.#open.delete(subscription);
+      subscription[END](error);
+      return;
+    }
+    if (again) this.#resubscribe(subscription);
+  }
+
+  /** Send ``unsubscribe`` for a server id, when connected; its answer is no news. */
+  #unsubscribe(id) {
+    if (this.#session.state !== SessionState.CONNECTED) return;
+    try {
+      this.#session[SEND]("unsubscribe", { subscription: id }).promise.catch(() => {});
+    } catch {
+      // not connected: it ended with its connection
+    }
+  }
+
+  async #close(subscription) {
+    this.#open.delete(subscription);
+    const id = subscription.id;
+    if (id === null) return;
+    this.#byId.delete(id);
+    if (this.#session.state !== SessionState.CONNECTED) return;
+    try {
+      await this.#session[SEND]("unsubscribe", { subscription: id }).promise;
+    } catch (error) {
+      if (!(error instanceof ConnectionLostError)) throw error;
+    }
+  }
+
+  /** A server frame: ``events`` or ``events_lost`` of a subscription. */
+  [FRAME](frame) {
+    const subscription = this.#byId.get(frame.subscription);
+    if (subscription === undefined) return; // an old one's, or closed
+    if (frame.op === "events") {
+      subscription[FRAME](frame);
+    } else {
+      const epoch = typeof frame.epoch === "string" ? frame.epoch : null;
+      const reason = String(frame.reason ?? "the event history was lost");
+      subscription[GRANT](epoch, reason);
+    }
+  }
+
+  /** The server dropped frames: each subscription may have lost some. */
+  [MISSED]() {
+    this.#drops++;
+    for (const subscription of [...this.#open]) this.#resubscribe(subscription);
+  }
+
+  /** A new connection's hello arrived: subscribe again. */
+  [CONNECTED]() {
+    for (const subscription of [...this.#open]) this.#resubscribe(subscription);
+  }
+
+  /** The connection ended: the server's subscriptions ended with it. */
+  [LOST]() {
+    this.#byId.clear();
+    for (const subscription of this.#open) {
+      subscription[LOST]();
+      subscription[MISSED] = null;
+    }
+  }
+
+  /** The session is closed for good: every subscription ends. */
+  [END]() {
+    const open = [...this.#open];
+    this.#open.clear();
+    this.#byId.clear();
+    for (const subscription of open) subscription[END](null);
+  }
+}
+
+/** The id to resume from when a subscription has seen nothing, on an empty log. */
+const FIRST_ID = "0-0";
+/** Milliseconds before subscribing again when the event log was unavailable. */
+const RESUBSCRIBE_DELAY = 1000;
+
+const TIMESERIES_WIRE = Object.freeze({
+  eventTypes: "event_types",
+  tFrom: "t_from",
+  tTo: "t_to",
+  sourceTFrom: "source_t_from",
+  sourceTTo: "source_t_to",
+  order: "order",
+  orderBy: "order_by",
+  maxResults: "max_results",
+  lastEventId: "last_event_id",
+});
+const TIMESERIES_ARGS = Object.freeze(
+  Object.fromEntries(Object.keys(TIMESERIES_WIRE).map((name) => [name, undefined])),
+);
+
+/**
+ * A subscription of session.events (what subscribe() resolves to): read
+ * its events with ``for await`` (or onEvent), each once, in id order, with
+ * ``replayed`` true for those the server replayed from its log.
+ */
+class EventSubscription {
+  #types;
+  #onEvent;
+  #maxBuffer;
+  #close;
+  /** @type {number | null} the server's subscription id, while it has one */
+  #id = null;
+  /** @type {boolean | null} */
+  #recovered = null;
+  /** @type {string | null} */
+  #reason = null;
+  /** @type {string | null} */
+  #lastId = null;
+  /** @type {string | null} */
+  #epoch = null;
+  /** @type {string | null} */
+  #position = null;
+  /** The id to subscribe again from: the last event's, or where the log stood. */
+  #resume = FIRST_ID;
+  #items = [];
+  #waiters = [];
+  #listeners = new Set();
+  /** @type {Error | null} why it ended, when it failed */
+  #error = null;
+  #ended = false;
+  /** @type {Promise<void> | null} */
+  #closing = null;
+  #dropped = 0;
+
+  /** Made by session.events.subscribe(), not directly. */
+  constructor(token, { types, onEvent, maxBuffer, close }) {
+    if (token !== TOKEN) {
+      throw new TypeError("subscribe with session.events.subscribe(types)");
+    }
+    this.#types = Object.freeze([...types]);
+    this.#onEvent = onEvent;
+    this.#maxBuffer = maxBuffer;
+    this.#close = close;
+    /** Whether a subscribe again is on its way (false), and needed after it
+     * (true); null when none is. @internal */
+    this[MISSED] = null;
+  }
+
+  /** The query types subscribed to. */
+  get types() {
+    return this.#types;
+  }
+
+  /** The server's id of the subscription on this connection; null between two. */
+  get id() {
+    return this.#id;
+  }
+
+  /**
+   * Whether the last subscribe got every event after the id it resumed
+   * from: true, false (see reason; live events go on), or null (it gave no
+   * id: the first subscribe without since).
+   */
+  get recovered() {
+    return this.#recovered;
+  }
+
+  /** Why the last subscribe did not recover (or why the history was lost); else null. */
+  get reason() {
+    return this.#reason;
+  }
+
+  /** The id of the last event delivered (of this epoch); null while none has been. */
+  get lastId() {
+    return this.#lastId;
+  }
+
+  /** The epoch of the log the events come from. */
+  get epoch() {
+    return this.#epoch;
+  }
+
+  /** Where the log stood at the last subscribe answer (null: it was empty). */
+  get position() {
+    return this.#position;
+  }
+
+  /** Events dropped because nobody read them (over maxBuffer). */
+  get dropped() {
+    return this.#dropped;
+  }
+
+  /** Whether it ended: close(), the session closed, or it failed (error). */
+  get closed() {
+    return this.#ended;
+  }
+
+  /** Why it ended when it failed (a subscribe again was refused); else null. */
+  get error() {
+    return this.#error;
+  }
+
+  /**
+   * Call ``listener(reason, subscription)`` each time a subscribe again did
+   * not recover every event, or the server's history was lost: the events
+   * between are gone, live ones go on. At once (in a microtask) when the
+   * last subscribe did not recover.
+   * @returns {() => void} removes the listener
+   */
+  onNotRecovered(listener) {
+    const remove = addListener(this.#listeners, listener);
+    if (this.#recovered === false) {
+      const reason = this.#reason ?? "";
+      queueMicrotask(() => {
+        if (this.#recovered === false) call(listener, reason, this);
+      });
+    }
+    return remove;
+  }
+
+  /** Unsubscribe: the iteration ends after what it holds. Again: nothing more. */
+  close() {
+    if (this.#closing === null) {
+      this.#closing = this.#close(this); // reads the server's id first
+      this.#finish(null);
+    }
+    return this.#closing;
+  }
+
+  next() {
+    if (this.#items.length) {
+      return Promise.resolve({ done: false, value: this.#items.shift() });
+    }
+    if (this.#ended) {
+      if (this.#error !== null) return Promise.reject(this.#error);
+      return Promise.resolve({ done: true, value: undefined });
+    }
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ resolve, reject });
+    });
+  }
+
+  /** Leaving a ``for await`` loop closes the subscription. */
+  return() {
+    this.#items.length = 0;
+    this.close().catch(() => {});
+    return Promise.resolve({ done: true, value: undefined });
+  }
+
+  [Symbol.asyncIterator]() {
+    return this;
+  }
+
+  /** A subscribe answer: its server id, and whether it recovered. */
+  [CONNECTED](id, { recovered, reason, position, epoch, since }) {
+    this.#id = id;
+    if (epoch !== null) {
+      if (this.#epoch !== null && epoch !== this.#epoch) {
+        this.#lastId = null; // the ids of another log: they start anew
+      }
+      this.#epoch = epoch;
+    }
+    this.#position = position;
+    if (since === null || recovered === false) {
+      // live from where the log stands: resume from there
+      this.#resume = position ?? FIRST_ID;
+    }
+    this.#recovered = recovered;
+    this.#reason = recovered === false ? reason ?? "not recovered" : null;
+    if (recovered === false && since !== null) this.#notRecovered();
+  }
+
+  /** The connection ended (or a subscribe again replaces it): no server id. */
+  [LOST]() {
+    this.#id = null;
+  }
+
+  /** The id to subscribe again from. @internal */
+  get [RESUME]() {
+    return this.#resume;
+  }
+
+  /** The server's history was lost (events_lost): a new epoch follows. */
+  [GRANT](epoch, reason) {
+    this.#lastId = null;
+    this.#position = null;
+    this.#resume = FIRST_ID; // every event of the new log
+    if (epoch !== null) this.#epoch = epoch;
+    this.#recovered = false;
+    this.#reason = reason;
+    this.#notRecovered();
+  }
+
+  /** An ``events`` frame: deliver the new ones, in order, once each. */
+  [FRAME](frame) {
+    if (this.#ended || !Array.isArray(frame.events)) return;
+    const replayed = frame.replay === true;
+    for (const item of frame.events) {
+      let event;
+      try {
+        event = eventOf(item, replayed);
+      } catch (error) {
+        console.warn(`session-ws: ignored an event: ${error.message}`);
+        continue;
+      }
+      if (this.#lastId !== null && compareEventIds(event.id, this.#lastId) <= 0) {
+        continue; // had it already
+      }
+      this.#lastId = event.id;
+      this.#resume = event.id;
+      this.#deliver(event);
+    }
+  }
+
+  /** Closed for good (null), or failed (an error): the iteration ends. */
+  [END](error) {
+    this.#finish(error);
+  }
+
+  #deliver(event) {
+    if (this.#onEvent !== undefined) {
+      call(this.#onEvent, event);
+      return;
+    }
+    const waiter = this.#waiters.shift();
+    if (waiter) {
+      waiter.resolve({ done: false, value: event });
+      return;
+    }
+    if (this.#items.length >= this.#maxBuffer) {
+      this.#items.shift();
+      this.#dropped++;
+    }
+    this.#items.push(event);
+  }
+
+  #notRecovered() {
+    const reason = this.#reason ?? "";
+    for (const entry of [...this.#listeners]) call(entry.listener, reason, this);
+  }
+
+  #finish(error) {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#id = null;
+    this.#error = error;
+    for (const waiter of this.#waiters.splice(0)) {
+      if (error === null) waiter.resolve({ done: true, value: undefined });
+      else waiter.reject(error);
+    }
+  }
+}
+
+/**
+ * Compare two event ids ``"<ms>-<n>"`` as numbers, (ms, n): negative when
+ * ``a`` comes first, 0 when equal, positive when after. Text comparison
+ * would put "9-0" after "10-0".
+ */
+export function compareEventIds(a, b) {
+  const [ams, an] = parseEventId(a, "an event id");
+  const [bms, bn] = parseEventId(b, "an event id");
+  return compareDigits(ams, bms) || compareDigits(an, bn);
+}
+
+/** The digits of an id's two parts, without leading zeros. */
+function parseEventId(text, what) {
+  const found = typeof text === "string" ? /^(\d+)-(\d+)$/.exec(text) : null;
+  if (found === null || text.length > 40) {
+    throw new TypeError(`${what} is an event id "<ms>-<n>", not ${JSON.stringify(text)}`);
+  }
+  return [found[1].replace(/^0+(?=\d)/, ""), found[2].replace(/^0+(?=\d)/, "")];
+}
+
+/** Compare two whole numbers written in digits (no leading zeros), exactly. */
+function compareDigits(a, b) {
+  if (a.length !== b.length) return a.length - b.length;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Query types: an array of strings such as "a/*" (the server checks them). */
+function checkTypes(types, name) {
+  if (!Array.isArray(types) || !types.every((type) => typeof type === "string")) {
+    throw new TypeError(`${name} is an array of event type strings such as "a/*"`);
+  }
+  return [...types];
+}
+
+/** The wire form of an event to register. */
+function registerEventJson(event) {
+  if (event === null || typeof event !== "object") {
+    throw new TypeError("an event to register is an object with a type");
+  }
+  const unknown = Object.keys(event).filter(
+    (name) => !["type", "sourceTimestamp", "payload"].includes(name),
+  );
+  if (unknown.length) {
+    throw new TypeError(`unknown fields of an event to register: ${unknown.join(", ")}`);
+  }
+  if (typeof event.type !== "string") {
+    throw new TypeError("an event's type is a string such as \"a/b/c\"");
+  }
+  const wire = { type: event.type };
+  const at = event.sourceTimestamp;
+  if (at !== undefined && at !== null) {
+    if (typeof at !== "number" || !Number.isFinite(at)) {
+      throw new TypeError("sourceTimestamp is a number of seconds");
+    }
+    wire.source_timestamp = at;
+  }
+  const payload = event.payload;
+  if (payload !== undefined && payload !== null) {
+    if (payload.type === "json") {
+      wire.payload = { type: "json", data: payload.data ?? null };
+    } else if (payload.type === "binary") {
+      if (typeof payload.name !== "string") {
+        throw new TypeError("a binary payload has a name, such as \"image/png\"");
+      }
+      wire.payload = { type: "binary", name: payload.name, data: toBase64(payload.data) };
+    } else {
+      throw new TypeError('a payload is {type: "json", data} or {type: "binary", name, data}');
+    }
+  }
+  return wire;
+}
+
+/** The events of a result or frame. */
+function eventsOf(items, replayed) {
+  if (!Array.isArray(items)) {
+    throw new ProtocolError("internal", "no list of events");
+  }
+  return items.map((item) => eventOf(item, replayed));
+}
+
+/** An event from its wire form: ``{id, type, timestamp, sourceTimestamp, payload, replayed}``. */
+function eventOf(item, replayed) {
+  if (item === null || typeof item !== "object" || typeof item.type !== "string") {
+    throw new ProtocolError("internal", "an event has no type");
+  }
+  parseEventId(item.id, "an event's id");
+  const wire = item.payload;
+  let payload = null;
+  if (wire !== null && typeof wire === "object") {
+    payload =
+      wire.type === "binary"
+        ? Object.freeze({ type: "binary", name: String(wire.name), data: fromBase64(wire.data) })
+        : Object.freeze({ type: "json", data: wire.data ?? null });
+  }
+  return Object.freeze({
+    id: item.id,
+    type: item.type,
+    timestamp: typeof item.timestamp === "number" ? item.timestamp : 0,
+    sourceTimestamp:
+      typeof item.source_timestamp === "number" ? item.source_timestamp : null,
+    payload,
+    replayed,
+  });
+}
+
+/** What a query resolves to. */
+function queryResultOf(data) {
+  return Object.freeze({
+    events: Object.freeze(eventsOf(data?.events, false)),
+    moreFollows: data?.more_follows === true,
+  });
+}
+
+function toBase64(data) {
+  let bytes;
+  if (data instanceof Uint8Array) bytes = data;
+  else if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
+  else if (ArrayBuffer.isView(data)) {
+    bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  } else throw new TypeError("a binary payload's data is a Uint8Array or ArrayBuffer");
+  let text = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    text += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(text);
+}
+
+function fromBase64(text) {
+  const binary = atob(String(text ?? ""));
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
 }
 
 /** The key of a registration: one per (path, addressed) per connection. */

@@ -258,16 +258,15 @@ class RedisEventStore(EventStore):
                 state.epoch,
             )
             self._epoch, self._position = state.epoch, _START
+            self._new_epoch()
         elif state.trimmed is not None and EventId.parse(self._position) < (
             state.trimmed
         ):
-            logger.warning(
-                "Node %s fell behind the event log's retention: events up to "
-                "%s were trimmed before it read them",
-                self._backend.node_id,
-                state.trimmed,
-            )
             self._position = str(state.trimmed)
+            self._gap(
+                "this node fell behind the log's retention: events up to "
+                f"{state.trimmed} were trimmed before it read them"
+            )
 
     async def _read_once(self, connection: AbstractConnection) -> None:
         """One blocking ``XREAD`` after the last id handed on; hand on its events."""
@@ -312,11 +311,49 @@ class RedisEventStore(EventStore):
                 await self._check_epoch()
                 if self._epoch != epoch:
                     return  # read on from the new log's start
+            before = marked.get(b"pv") if marked else None
+            if (
+                before is not None
+                and self._position != _START
+                and _text(before) != self._position
+            ):
+                # the log has events between our position and this entry
+                # that we never read: retention trimmed them first
+                self._hand_on(events)
+                events = []
+                self._gap(
+                    "this node fell behind the log's retention: events were "
+                    "trimmed before it read them"
+                )
             event = self._decode(entry)
             self._position = _text(entry[0])
             if event is not None:
                 events.append(event)
         self._hand_on(events)
+
+    def _gap(self, reason: str) -> None:
+        hooks = self._backend._hooks
+        if hooks is None:
+            return
+        logger.warning("Node %s: %s", self._backend.node_id, reason)
+        try:
+            hooks.on_events_gap(reason)
+        except Exception:
+            logger.exception(
+                "The on_events_gap hook failed on node %s", self._backend.node_id
+            )
+
+    def _new_epoch(self) -> None:
+        """Tell the node's subscribers now that the log they followed is gone."""
+        hooks = self._backend._hooks
+        if hooks is None or not self._epoch:
+            return
+        try:
+            hooks.on_events(self._epoch, [])
+        except Exception:
+            logger.exception(
+                "The on_events hook failed on node %s", self._backend.node_id
+            )
 
     def _hand_on(self, events: list[Event]) -> None:
         hooks = self._backend._hooks

@@ -42,25 +42,32 @@ local function stream_last()
   return nil
 end
 
-local ms, seq = first_id(redis.call('GET', T .. ':events:last') or nil)
+local last = redis.call('GET', T .. ':events:last') or nil
+local ms, seq = first_id(last)
 local latest = T .. ':events:latest'
 local n = 0
+-- pv: the id before each event in the log, so that a follower that finds
+-- another one before an entry knows that events between were trimmed
+local previous = last or ''
 for i = 7, #ARGV, 3 do
   local id = num(ms) .. '-' .. num(seq + n)
   local fields = {'t', ARGV[i], 'ts', ts, 'st', ARGV[i + 1], 'p', ARGV[i + 2],
-    'e', epoch}
+    'e', epoch, 'pv', previous}
   if n == 0 then
     local added = redis.pcall('XADD', key, id, unpack(fields))
     if type(added) == 'table' and added.err then
       -- the stream went past T:events:last (written by another hand): go on
       -- from the stream's own last id
+      previous = stream_last() or ''
       ms, seq = first_id(stream_last())
       id = num(ms) .. '-' .. num(seq)
+      fields[#fields] = previous
       redis.call('XADD', key, id, unpack(fields))
     end
   else
     redis.call('XADD', key, id, unpack(fields))
   end
+  previous = id
   redis.call('HSET', latest, ARGV[i],
     id .. '\n' .. ts .. '\n' .. ARGV[i + 1] .. '\n' .. ARGV[i + 2])
   n = n + 1

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 
 import pytest
 
@@ -352,7 +351,6 @@ def test_random_invalid_star_positions_are_refused() -> None:
 
 def test_subscriptions_agree_with_brute_force() -> None:
     rnd = random.Random(20240611)
-    started = time.monotonic()
     for _ in range(120):
         qa, qb = random_query_types(rnd), random_query_types(rnd)
         a, b = S(qa), S(qb)
@@ -384,7 +382,6 @@ def test_subscriptions_agree_with_brute_force() -> None:
         kept = a.get_query_types()
         for p, q in itertools.permutations(kept, 2):
             assert not S([p]).issubset(S([q])), (kept, p, q)
-    assert time.monotonic() - started < 3
 
 
 def test_collection_agrees_with_brute_force() -> None:

@@ -5,7 +5,6 @@ import copy
 import pickle
 import random
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping
 
 import pytest
@@ -476,7 +475,6 @@ def random_text(rng: random.Random) -> str:
 
 def test_fuzz_only_syntax_errors_escape_and_matches_never_raises() -> None:
     rng = random.Random(20240601)
-    started = time.monotonic()
     parsed = misplaced = 0
     for _ in range(5000):
         text = random_text(rng)
@@ -490,7 +488,6 @@ def test_fuzz_only_syntax_errors_escape_and_matches_never_raises() -> None:
             assert isinstance(session_filter.matches(random_properties(rng)), bool)
     assert misplaced == 0
     assert parsed > 50
-    assert time.monotonic() - started < 3
 
 
 Eval = Callable[[Mapping[str, str]], bool]

@@ -65,6 +65,7 @@ docs: $(STAMP)
 
 # The full benchmark suite (about 4 minutes); the tests run its smoke size.
 bench: $(STAMP) redis-server
+	$(BIN)/python -m pip install --quiet -e '.[bench-locks]'
 	$(BIN)/python -m bench --out docs/benchmarks
 
 clean:

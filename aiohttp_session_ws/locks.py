@@ -303,6 +303,9 @@ class Locks:
             raise
         if grant is not None:
             self._granted(grant)
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                claim.handed = True  # granted at once: no wait to set up
+                return waiter.result()
         try:
             async with asyncio.timeout(timeout):
                 lock = await asyncio.shield(waiter)

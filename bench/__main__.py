@@ -22,8 +22,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import messaging_scenarios, procs, report, scenarios
+from . import (
+    events_report,
+    events_scenarios,
+    locks_report,
+    locks_scenarios,
+    messaging_scenarios,
+    procs,
+    report,
+    scenarios,
+)
 from .client import new_http_session
+from .events_scenarios import EVENTS_FULL, EVENTS_SCENARIOS, EVENTS_SMOKE, EventsSizes
+from .locks_scenarios import LOCK_SCENARIOS, LOCKS_FULL, LOCKS_SMOKE, LockSizes
 from .messaging_scenarios import (
     MESSAGING_FULL,
     MESSAGING_SCENARIOS,
@@ -42,6 +53,8 @@ SCENARIOS = (
     "push",
     "push_latency",
     *MESSAGING_SCENARIOS,
+    *LOCK_SCENARIOS,
+    *EVENTS_SCENARIOS,
 )
 PUSH_SCENARIOS = {"push", "push_latency"}
 """They need the library's protocol and push service; skipped until it has them."""
@@ -67,6 +80,8 @@ async def run(
     impls: list[str],
     skipped: dict[str, str],
     messaging_sizes: MessagingSizes = MESSAGING_FULL,
+    lock_sizes: LockSizes = LOCKS_FULL,
+    events_sizes: EventsSizes = EVENTS_FULL,
 ) -> list[dict[str, Any]]:
     """Run the chosen scenarios against a fresh redis-server.
 
@@ -125,6 +140,16 @@ async def run(
                     _log,
                     skipped,
                 )
+            locks = [c for c in chosen if c in LOCK_SCENARIOS]
+            if locks:
+                results += await locks_scenarios.run_locks(
+                    redis_server.url, http, lock_sizes, locks, _log, skipped
+                )
+            events = [c for c in chosen if c in EVENTS_SCENARIOS]
+            if events:
+                results += await events_scenarios.run_events(
+                    redis_server.url, http, events_sizes, events, _log, skipped
+                )
     finally:
         redis_server.cleanup()
     return results
@@ -172,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         procs.PROFILE_FORMAT = options.profile_format
     sizes = SMOKE if options.smoke else FULL
     messaging_sizes = MESSAGING_SMOKE if options.smoke else MESSAGING_FULL
+    lock_sizes = LOCKS_SMOKE if options.smoke else LOCKS_FULL
+    events_sizes = EVENTS_SMOKE if options.smoke else EVENTS_FULL
     chosen = options.only or list(SCENARIOS)
     impls = options.impl or list(scenarios.IMPLS)
     _raise_fd_limit()
@@ -181,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[LIB_PATH_VARIABLE] = str(options.lib.resolve())
     started = time.time()
     skipped: dict[str, str] = {}
-    results = asyncio.run(run(sizes, chosen, impls, skipped, messaging_sizes))
+    results = asyncio.run(
+        run(sizes, chosen, impls, skipped, messaging_sizes, lock_sizes, events_sizes)
+    )
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M", time.localtime(started)),
@@ -192,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         "smoke": options.smoke,
         "sizes": sizes.__dict__,
         "messaging_sizes": messaging_sizes.__dict__,
+        "lock_sizes": lock_sizes.__dict__,
+        "events_sizes": events_sizes.__dict__,
         "skipped": skipped,
     }
     if options.lib is not None:
@@ -207,10 +238,12 @@ def _write_report(
     out: Path, results: list[dict[str, Any]], meta: dict[str, Any]
 ) -> None:
     table = report.rows(results)
-    (out / "results.md").write_text(report.markdown(table, meta))
-    (out / "results.rst").write_text(report.rst(table, meta))
+    locks = locks_report.rows(results)
+    events = events_report.rows(results)
+    (out / "results.md").write_text(report.markdown(table, meta, locks, events))
+    (out / "results.rst").write_text(report.rst(table, meta, locks, events))
     report.plot(results, out / "results.png")
-    print(report.markdown(table, meta))
+    print(report.markdown(table, meta, locks, events))
     _log(f"wrote {out}/results.md, results.rst and results.png")
 
 

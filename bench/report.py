@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from . import messaging_report
+from . import events_report, locks_report, messaging_report
 
 Result = dict[str, Any]
 NONE = "n/a"
@@ -267,18 +267,37 @@ HEADINGS = [
 ]
 
 
-def markdown(table: list[dict[str, str]], meta: dict[str, Any]) -> str:
-    """The run's description and its table as Markdown."""
-    lines = [
-        describe(meta),
-        "",
-        "| " + " | ".join(HEADINGS) + " |",
-        "|" + "---|" * len(HEADINGS),
-    ]
-    lines += [
-        "| " + " | ".join(row.get(c, "") for c in COLUMNS) + " |" for row in table
-    ]
-    return "\n".join(lines) + "\n"
+def markdown(
+    table: list[dict[str, str]],
+    meta: dict[str, Any],
+    locks: list[dict[str, str]] | None = None,
+    events: list[dict[str, str]] | None = None,
+) -> str:
+    """The run's description and its table as Markdown; then the side tables.
+
+    Those of the lock and event scenarios. The main table is left out when
+    only those ran.
+    """
+    lines = [describe(meta), ""]
+    sides = [t for t in (locks, events) if t]
+    if table or not sides:
+        lines += [
+            "| " + " | ".join(HEADINGS) + " |",
+            "|" + "---|" * len(HEADINGS),
+        ]
+        lines += [
+            "| " + " | ".join(row.get(c, "") for c in COLUMNS) + " |" for row in table
+        ]
+    text = "\n".join(lines) + "\n"
+    separate = bool(table)
+    for side, render in (
+        (locks, locks_report.markdown),
+        (events, events_report.markdown),
+    ):
+        if side:
+            text += ("\n" if separate else "") + render(side)
+            separate = True
+    return text
 
 
 def describe(meta: dict[str, Any]) -> str:
@@ -295,13 +314,31 @@ def describe(meta: dict[str, Any]) -> str:
     return text
 
 
-def rst(table: list[dict[str, str]], meta: dict[str, Any]) -> str:
-    """The run's description and its table as a reStructuredText list-table."""
-    lines = [describe(meta), "", ".. list-table::", "   :header-rows: 1", ""]
-    for cells in [HEADINGS] + [[row.get(c, "") for c in COLUMNS] for row in table]:
-        lines.append(f"   * - {cells[0]}")
-        lines += [f"     - {cell}" if cell else "     -" for cell in cells[1:]]
-    return "\n".join(lines) + "\n"
+def rst(
+    table: list[dict[str, str]],
+    meta: dict[str, Any],
+    locks: list[dict[str, str]] | None = None,
+    events: list[dict[str, str]] | None = None,
+) -> str:
+    """The run's description and its table as a reStructuredText list-table.
+
+    Then the lock and event tables, if those scenarios ran (alone, they are
+    the only ones).
+    """
+    lines = [describe(meta), ""]
+    sides = [t for t in (locks, events) if t]
+    if table or not sides:
+        lines += [".. list-table::", "   :header-rows: 1", ""]
+        for cells in [HEADINGS] + [[row.get(c, "") for c in COLUMNS] for row in table]:
+            lines.append(f"   * - {cells[0]}")
+            lines += [f"     - {cell}" if cell else "     -" for cell in cells[1:]]
+    text = "\n".join(lines) + "\n"
+    separate = bool(table)
+    for side, render in ((locks, locks_report.rst), (events, events_report.rst)):
+        if side:
+            text += ("\n" if separate else "") + render(side)
+            separate = True
+    return text
 
 
 Group = tuple[str, str, dict[str, Any]]
@@ -387,7 +424,8 @@ def plot(results: list[Result], path: Path) -> None:
         pubsub = _find(results, scenario="push_latency", impl="redis", where="pub/sub")
         if groups[0][1] == "push_latency" and pubsub is not None:
             axis.axhline(pubsub["latency_ms"]["median"], color="black", linewidth=1)
-    axes.flat[0].legend()
+    if axes.flat[0].get_legend_handles_labels()[0]:  # not when only locks ran
+        axes.flat[0].legend()
     figure.suptitle(
         "aiohttp-session-ws, raw aiohttp, python-socketio: median, whisker to the tail"
     )

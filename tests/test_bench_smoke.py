@@ -148,3 +148,100 @@ def test_the_memory_split_runs_at_smoke_size(tmp_path: Path) -> None:
     assert variants["ours"]["sessions"] == variants["ours"]["sockets"] // 2 > 0
     assert variants["ours"]["traced"]["total"] > variants["bare"]["traced"]["total"]
     assert "ours in all, vs bare" in done.stdout
+
+
+def test_the_lock_scenarios_run_at_smoke_size(tmp_path: Path) -> None:
+    from bench.locks_scenarios import COMPETITORS, UNCONTENDED_COMPETITORS
+
+    _run(
+        "bench",
+        "--smoke",
+        "--only",
+        "lock_handoff",
+        "--only",
+        "lock_uncontended",
+        "--out",
+        str(tmp_path),
+    )
+    saved = json.loads((tmp_path / "results.json").read_text())
+    results, skipped = saved["results"], saved["meta"]["skipped"]
+    if set(skipped) == {"lock_handoff", "lock_uncontended"}:  # no locks service yet
+        assert results == []
+        assert all(skipped.values())
+        return
+    # a competitor that is not installed (or does not import) is skipped, with why
+    missing = {key[len("locks (") : -1] for key in skipped}
+    assert set(skipped) == {f"locks ({impl})" for impl in missing}
+    assert all(skipped.values())
+    assert missing <= set(COMPETITORS)
+    handoff = {
+        (r["impl"], r["via"]) for r in results if r["scenario"] == "lock_handoff"
+    }
+    assert handoff == {("ours", "server"), ("ours", "wire")} | {
+        (impl, "server") for impl in set(COMPETITORS) - missing
+    }
+    pairs = {
+        (r["impl"], r["via"]) for r in results if r["scenario"] == "lock_uncontended"
+    }
+    assert pairs == {("ours", "server"), ("ours", "wire")} | {
+        (impl, "server") for impl in set(UNCONTENDED_COMPETITORS) - missing
+    }
+    for result in results:
+        figure = result.get("latency_ms") or result["pair_us"]
+        assert figure["n"] > 0, result
+        assert figure["median"] > 0, result
+    table = (tmp_path / "results.md").read_text()
+    assert "lock hand-off to a waiter on another node: ms" in table
+    assert "hand-off p50, ours / competitor" in table
+    assert "uncontended lock + unlock, in-process: µs per pair" in table
+    assert ".. list-table::" in (tmp_path / "results.rst").read_text()
+
+
+def test_the_event_scenarios_run_at_smoke_size(tmp_path: Path) -> None:
+    from bench.events_scenarios import EVENTS_SCENARIOS, EVENTS_SMOKE
+
+    only = [arg for name in EVENTS_SCENARIOS for arg in ("--only", name)]
+    _run("bench", "--smoke", *only, "--out", str(tmp_path))
+    saved = json.loads((tmp_path / "results.json").read_text())
+    results, skipped = saved["results"], saved["meta"]["skipped"]
+    if skipped:  # no event service on Redis yet
+        assert set(skipped) == set(EVENTS_SCENARIOS)
+        assert all(skipped.values())
+        assert results == []
+        return
+    found = {(r["scenario"], r["impl"], r.get("via"), r.get("where")) for r in results}
+    expected: set[tuple[str, str, str | None, str | None]] = {
+        ("events_latency", "ours", via, where)
+        for via in ("server code", "wire client")
+        for where in ("cross-node", "same-node")
+    }
+    expected |= {
+        ("events_latency", "redis", "pub/sub", "cross-node"),
+        ("events_fanout", "ours", None, None),
+        ("events_fanout", "raw", None, None),
+        ("events_register", "ours", "server code", None),
+        ("events_register", "ours", "wire client", None),
+        ("events_register", "redis", "XADD pipeline", None),
+        ("events_replay", "ours", "wire client", None),
+        ("events_replay", "ours", "server code", None),
+        ("events_replay", "redis", "XRANGE pages", None),
+    }
+    assert found == expected
+    for result in results:
+        for key in ("latency_ms", "cpu_us_per_event", "events_per_s", "replay_ms"):
+            if key in result:
+                assert result[key]["n"] > 0, result
+                assert result[key]["median"] > 0, result
+    for fan in (r for r in results if r["scenario"] == "events_fanout"):
+        # every subscriber got every event, in order, none dropped
+        assert fan["subscribers"] == EVENTS_SMOKE.fanout_subscribers
+        assert fan["incomplete"] == fan["missed"] == fan["out_of_order"] == 0, fan
+    replays = [r for r in results if r["scenario"] == "events_replay"]
+    assert {r["events"] for r in replays} == {EVENTS_SMOKE.replay_events}
+    table = (tmp_path / "results.md").read_text()
+    assert "wire subscriber on node B: ms" in table
+    assert "(≤ 1.5)" in table
+    assert "(≤ 1.15)" in table
+    assert "register in batches of" in table
+    assert "replay of 1,200 retained events" in table
+    assert ".. list-table::" in (tmp_path / "results.rst").read_text()

@@ -510,6 +510,9 @@ class Events:
                     )
                 subscriber.epoch = epoch
         self._epoch = epoch
+        if len(events) == 1:  # the usual case: no grouping to do
+            await self._deliver_one(events[0])
+            return
         targets: dict[_Subscriber, list[tuple[Event, bytes | None]]] = {}
         encoded: dict[EventId, bytes] = {}
         for event in events:
@@ -525,6 +528,31 @@ class Events:
                 subscriber.buffer.extend(found)
             else:
                 await subscriber.take(found, replay=False)
+
+    async def _deliver_one(self, event: Event) -> None:
+        """One event to its subscribers, encoded once; one frame each."""
+        subscribers = self._index.get(event.type)
+        if not subscribers:
+            return
+        encoded: bytes | None = None
+        event_id = event.id
+        for subscriber in subscribers:
+            if subscriber.replaying:
+                subscriber.buffer.append((event, None))
+            elif type(subscriber) is ConnectionSubscription:
+                # ConnectionSubscription.take, inlined: the fan-out's loop
+                last = subscriber.last
+                if last is not None and event_id <= last:
+                    continue
+                subscriber.last = event_id
+                if encoded is None:
+                    encoded = encode(event_to_json(event))
+                await subscriber.peer.deliver(
+                    b'{"op":"events","subscription":%d,"events":[%s]}'
+                    % (subscriber.id, encoded)
+                )
+            else:
+                await subscriber.take([(event, None)], replay=False)
 
     def on_events_gap(self, reason: str) -> None:
         """The backend's hook: this node missed events.

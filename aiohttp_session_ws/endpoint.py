@@ -491,6 +491,12 @@ class ProtocolConnection:
             return True
         return await self._send(frame, reply=False)
 
+    async def drained(self) -> bool:
+        """Wait until the frames queued so far are written; False if gone."""
+        while self._writer is not None and not self._gone:
+            await asyncio.wait([self._writer])  # never cancels the writer
+        return not self._gone and not self._ws.closed
+
     async def send(self, frame: bytes) -> bool:
         """Send an encoded frame that a full queue must not drop."""
         return await self._send(frame, reply=True)

@@ -34,6 +34,9 @@ class Peer(Protocol):
         bounded queue instead, and may be dropped from it (see ``overflow``).
         """
 
+    async def drained(self) -> bool:
+        """Wait until the frames queued so far are written; False if gone."""
+
     async def send(self, frame: bytes) -> bool:
         """Send an encoded frame that must not be dropped (a request to handle).
 

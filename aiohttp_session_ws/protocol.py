@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
@@ -276,7 +277,13 @@ class OpTable(Generic[C]):
                 None, ErrorCode.TOO_LARGE, f"frame over {limits.max_frame_size} bytes"
             )
         try:
-            frame = json.loads(text)
+            frame = _DECODER.decode(text)
+        except _NotFiniteError:
+            raise FrameError(
+                request_id_of(text, limits),
+                ErrorCode.BAD_FRAME,
+                "NaN and infinite numbers are not JSON",
+            ) from None
         except ValueError:
             raise FrameError(None, ErrorCode.BAD_FRAME, "not valid JSON") from None
         except RecursionError:
@@ -352,6 +359,25 @@ class FrameError(ProtocolError):
         super().__init__(code, message)
         self.request_id = request_id
 
+
+class _NotFiniteError(ValueError):
+    """A client frame holds NaN, Infinity, or a number too large for a float."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise _NotFiniteError(text)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotFiniteError(name)
+
+
+_DECODER = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
+"""Client frames: standard JSON only (what the server could not send back,
+such as NaN, is refused at the door)."""
 
 _SERVER_OPS = frozenset(
     {

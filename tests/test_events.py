@@ -122,7 +122,8 @@ async def test_replay_after_an_id_has_no_gap_and_no_duplicate(node: Client) -> N
     events = registry_of(node).events
     first = await events.register([reg("r", n) for n in range(5)], with_response=True)
     assert first is not None
-    subscription = await events.subscribe([("r",)], since=first[1].id)
+    epoch = (await events.subscribe([("r",)])).epoch
+    subscription = await events.subscribe([("r",)], since=first[1].id, epoch=epoch)
     assert subscription.recovered is True
     await events.register([reg("r", n) for n in range(5, 8)])
     got = [await asyncio.wait_for(anext(subscription), TIMEOUT) for _ in range(6)]
@@ -139,7 +140,8 @@ async def test_a_lost_history_or_an_old_id_is_not_recovered(
     store.retention = EventRetention(max_count=3, max_age=None)
     old = await events.register([reg("o", n) for n in range(6)], with_response=True)
     assert old is not None
-    too_old = await events.subscribe([("o",)], since=old[0].id)
+    epoch = (await events.subscribe([("o",)])).epoch
+    too_old = await events.subscribe([("o",)], since=old[0].id, epoch=epoch)
     assert too_old.recovered is False
     assert too_old.reason is not None
     assert "retention" in too_old.reason
@@ -147,6 +149,8 @@ async def test_a_lost_history_or_an_old_id_is_not_recovered(
     assert other_epoch.recovered is False
     assert other_epoch.reason is not None
     assert "epoch" in other_epoch.reason
+    no_epoch = await events.subscribe([("o",)], since=old[-1].id)
+    assert no_epoch.recovered is False
     fresh = await events.subscribe([("o",)])
     assert fresh.recovered is None
     assert fresh.position == old[-1].id

@@ -47,6 +47,8 @@ def event_ops(
             done = await events.register(batch, with_response=True)
         except EventsUnavailableError as exc:
             raise ProtocolError(ErrorCode.UNAVAILABLE, str(exc)) from None
+        except ValueError as exc:
+            raise ProtocolError(ErrorCode.BAD_FRAME, str(exc)) from None
         if not request.args.get("response", False):
             return {}
         return {"events": [event_to_json(e) for e in done or ()]}

@@ -13,6 +13,7 @@ import collections
 import inspect
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from ..tasks import TaskOwner
 from .model import (
     Event,
     EventId,
+    EventPayloadJson,
     EventType,
     RegisterEvent,
     check_event_type,
@@ -81,8 +83,11 @@ class _Subscriber:
 
     async def take(
         self, events: list[tuple[Event, bytes | None]], *, replay: bool
-    ) -> None:
-        """Deliver events newer than :attr:`last`, in order."""
+    ) -> bool:
+        """Deliver events newer than :attr:`last`, in order.
+
+        False if it cannot take more (it is gone).
+        """
         raise NotImplementedError
 
     async def lost(self, epoch: str, reason: str) -> None:
@@ -108,6 +113,7 @@ class EventSubscription(_Subscriber):
         "_error",
         "_events",
         "_max",
+        "_room",
         "_service",
         "_task",
         "position",
@@ -128,6 +134,7 @@ class EventSubscription(_Subscriber):
         self._callback = callback
         self._events: collections.deque[Event] = collections.deque()
         self._changed = asyncio.Event()
+        self._room = asyncio.Event()  # the consumer took an event
         self._closed = False
         self._error: BaseException | None = None
         self._task: asyncio.Task[None] | None = None
@@ -141,26 +148,35 @@ class EventSubscription(_Subscriber):
 
     async def take(
         self, events: list[tuple[Event, bytes | None]], *, replay: bool
-    ) -> None:
+    ) -> bool:
         """Queue the new events for the consumer."""
         if self._closed:
-            return
+            return False
         for event, _ in events:
             if self.last is None or event.id > self.last:
                 self.last = event.id
                 self._events.append(event)
+        self._changed.set()
+        if self._callback is not None and self._task is None:
+            self._task = self._service._tasks.spawn(
+                self._feed(), name="events-callback"
+            )
+        if replay:  # a replay waits for the consumer (live events would not)
+            return await self._wait_for_room()
         if len(self._events) > self._max:
             self._fail(
                 SubscriptionOverflowError(
                     f"the subscription's consumer is over {self._max} events behind"
                 )
             )
-            return
-        self._changed.set()
-        if self._callback is not None and self._task is None:
-            self._task = self._service._tasks.spawn(
-                self._feed(), name="events-callback"
-            )
+            return False
+        return True
+
+    async def _wait_for_room(self) -> bool:
+        while len(self._events) > self._max and not self._closed:
+            self._room.clear()
+            await self._room.wait()
+        return not self._closed
 
     async def replay_stopped(self, reason: str) -> None:
         """Note that the replay was cut short (:attr:`recovered` turns False)."""
@@ -182,6 +198,7 @@ class EventSubscription(_Subscriber):
         try:
             while self._events and not self._closed:
                 event = self._events.popleft()
+                self._room.set()
                 assert self._callback is not None
                 try:
                     result = self._callback(event)
@@ -202,6 +219,7 @@ class EventSubscription(_Subscriber):
             self._closed = True
             self._service._drop(self)
             self._changed.set()
+            self._room.set()
             if self._task is not None:
                 self._task.cancel()
 
@@ -216,6 +234,7 @@ class EventSubscription(_Subscriber):
                 raise StopAsyncIteration
             self._changed.clear()
             await self._changed.wait()
+        self._room.set()
         return self._events.popleft()
 
     async def __aenter__(self) -> EventSubscription:
@@ -239,15 +258,21 @@ class ConnectionSubscription(_Subscriber):
 
     async def take(
         self, events: list[tuple[Event, bytes | None]], *, replay: bool
-    ) -> None:
+    ) -> bool:
         """Send one ``events`` frame of the new events (encoded once per node)."""
-        fresh = [
-            encoded or encode(event_to_json(event))
-            for event, encoded in events
-            if self.last is None or event.id > self.last
-        ]
+        fresh = []
+        for event, encoded in events:
+            if self.last is not None and event.id <= self.last:
+                continue
+            if encoded is None:
+                try:
+                    encoded = encode(event_to_json(event))
+                except (TypeError, ValueError):  # never registered so: skip it
+                    logger.error("Skipped an event that JSON cannot carry")
+                    continue
+            fresh.append(encoded)
         if not fresh:
-            return
+            return True
         self.last = events[-1][0].id
         head = b'{"op":"events","subscription":%d,%s"events":[' % (
             self.id,
@@ -256,13 +281,15 @@ class ConnectionSubscription(_Subscriber):
         frame = head + b",".join(fresh) + b"]}"
         if replay:
             # not droppable: a dropped replay frame would make the client
-            # replay again, and again (a client that cannot keep up with its
-            # replay overflows its queue and is closed, 1013)
-            await self.peer.send(frame)
-        else:
-            # droppable: a client that missed frames resubscribes from its
-            # last id, and gets them from the history
-            await self.peer.deliver(frame)
+            # replay again, and again; and the next page waits until the
+            # client has read this one (a client that reads too slowly
+            # overflows its queue and is closed, 1013)
+            if not await self.peer.send(frame):
+                return False
+            return await self.peer.drained()
+        # droppable: a client that missed frames resubscribes from its last
+        # id, and gets them from the history
+        return await self.peer.deliver(frame)
 
     async def replay_stopped(self, reason: str) -> None:
         """Tell the client to resubscribe from its last id.
@@ -302,6 +329,11 @@ class Events:
         self._subscribers: set[_Subscriber] = set()
         self._incoming: collections.deque[tuple[str, list[Event]]] = collections.deque()
         self._fanning: asyncio.Task[None] | None = None
+        self._epochs: dict[str, int] = {}  # epoch -> the order met
+        # the retained log as this node follows it, for queries (None: unknown)
+        self._mirror: collections.deque[Event] | None = None
+        self._mirror_epoch: str | None = None
+        self._mirror_meanwhile: list[Event] | None = None
 
     # registering
     async def register(
@@ -320,6 +352,16 @@ class Events:
         if len(batch) > MAX_REGISTER:
             raise ValueError(f"at most {MAX_REGISTER} events in one register call")
         for event in batch:
+            if isinstance(event, RegisterEvent) and isinstance(
+                event.payload, EventPayloadJson
+            ):
+                try:
+                    encode(event.payload.data)  # what every subscriber is sent
+                except (TypeError, ValueError):
+                    raise ValueError(
+                        "an event payload must be JSON that can be sent: no "
+                        "NaN, infinity, lone surrogate or other type"
+                    ) from None
             if not isinstance(event, RegisterEvent):
                 raise TypeError(
                     f"register takes RegisterEvent, not {type(event).__name__}"
@@ -362,7 +404,12 @@ class Events:
         subscriber.recovered, subscriber.reason = recovered, reason
         subscriber.epoch = read.epoch
         subscriber.position = read.last
-        await self._replay(subscriber, since if recovered else None, read)
+        if recovered:  # replayed in the background, as the consumer reads
+            self._tasks.spawn(
+                self._replay(subscriber, since, read), name="events-replay"
+            )
+        else:
+            await self._replay(subscriber, None, read)
         return subscriber
 
     async def subscribe_connection(
@@ -400,17 +447,28 @@ class Events:
         # until the read, take the node's epoch: it will be checked on delivery
         subscriber.epoch = self._epoch
         try:
-            read = await self._backend.event_store.read(since, PAGE)
+            # no since: the log's state only, no history to read
+            read = await self._backend.event_store.read(
+                since, 0 if since is None else PAGE
+            )
         except BackendUnavailableError as exc:
             self._drop(subscriber)
             raise EventsUnavailableError(
                 f"the event log cannot be reached ({exc})"
             ) from None
         subscriber.epoch = read.epoch or subscriber.epoch
+        self._age(read.epoch)
         if since is None:
             subscriber.last = read.last  # live from here
             return None, None, read
-        if epoch is not None and epoch != read.epoch:
+        if epoch is None:
+            subscriber.last = read.last
+            return (
+                False,
+                "no epoch came with the id: it cannot be told to be this log's",
+                read,
+            )
+        if epoch != read.epoch:
             subscriber.last = read.last
             return (
                 False,
@@ -421,7 +479,9 @@ class Events:
         if read.trimmed is not None and read.trimmed > since:
             subscriber.last = read.last
             return False, "the events after that id are older than the retention", read
-        if read.last is not None and since > read.last:
+        if (read.last is None and since != EventId(0, 0)) or (
+            read.last is not None and since > read.last
+        ):
             subscriber.last = read.last
             return False, "that id is not in the log (another epoch?)", read
         subscriber.last = since
@@ -443,12 +503,17 @@ class Events:
             if since is not None:
                 page = read
                 while True:
+                    if page.epoch != read.epoch:  # the log was lost meanwhile
+                        await subscriber.lost(
+                            page.epoch, "the event history was lost during the replay"
+                        )
+                        break
                     matches = subscriber.subscription.matches
                     found: list[tuple[Event, bytes | None]] = [
                         (e, None) for e in page.events if matches(e.type)
                     ]
-                    if found:
-                        await subscriber.take(found, replay=True)
+                    if found and not await subscriber.take(found, replay=True):
+                        break  # its connection is gone: read no more
                     if len(page.events) < PAGE:
                         break
                     page = await self._backend.event_store.read(
@@ -495,21 +560,36 @@ class Events:
         try:
             while self._incoming:
                 epoch, events = self._incoming.popleft()
-                await self._deliver(epoch, events)
+                try:
+                    await self._deliver(epoch, events)
+                except Exception:  # one bad batch must not strand the rest
+                    logger.exception("Delivering %d event(s) failed", len(events))
         finally:
             self._fanning = None
 
+    def _age(self, epoch: str | None) -> int:
+        """The order in which this node met the epochs (later: larger)."""
+        if not epoch:
+            return -1
+        return self._epochs.setdefault(epoch, len(self._epochs))
+
     async def _deliver(self, epoch: str, events: list[Event]) -> None:
+        age = self._age(epoch)
         if epoch != self._epoch:
             # each subscription knows the epoch it was given: tell those of
-            # another log (not the ones made in this one)
+            # an older log (not the ones made in this one, nor those that
+            # already moved on to a newer one)
             for subscriber in list(self._subscribers):
-                if subscriber.epoch and subscriber.epoch != epoch:
+                if subscriber.epoch and self._age(subscriber.epoch) < age:
                     await subscriber.lost(
                         epoch, "the event history was lost (a new epoch)"
                     )
-                subscriber.epoch = epoch
+                if self._age(subscriber.epoch) <= age:
+                    subscriber.epoch = epoch
+            if self._epoch is not None and self._age(self._epoch) > age:
+                return  # late events of an older log: nobody follows it now
         self._epoch = epoch
+        self._keep_mirror(epoch, events)
         if len(events) == 1:  # the usual case: no grouping to do
             await self._deliver_one(events[0])
             return
@@ -546,7 +626,11 @@ class Events:
                     continue
                 subscriber.last = event_id
                 if encoded is None:
-                    encoded = encode(event_to_json(event))
+                    try:
+                        encoded = encode(event_to_json(event))
+                    except (TypeError, ValueError):  # never registered so
+                        logger.error("Skipped an event that JSON cannot carry")
+                        return
                 await subscriber.peer.deliver(
                     b'{"op":"events","subscription":%d,"events":[%s]}'
                     % (subscriber.id, encoded)
@@ -565,6 +649,7 @@ class Events:
             self._tasks.spawn(self._gap(reason), name="events-gap")
 
     async def _gap(self, reason: str) -> None:
+        self._mirror = None  # it misses events: read it again when asked
         for subscriber in list(self._subscribers):
             await subscriber.replay_stopped(reason)
 
@@ -592,17 +677,68 @@ class Events:
         return run_timeseries(events, params, QUERY_CAP)
 
     async def _all_retained(self) -> Sequence[Event]:
+        """The retained events, from this node's mirror of the log.
+
+        The mirror is read from the log once (and again after a gap or a new
+        epoch), then kept by the node's own follower: a query costs the
+        filtering of the mirror, not a read of the whole retention.
+        """
+        if self._mirror is None:
+            await self._load_mirror()
+        mirror = self._mirror if self._mirror is not None else collections.deque()
+        self._trim_mirror()
+        return list(mirror)
+
+    async def _load_mirror(self) -> None:
         found: list[Event] = []
         after: EventId | None = None
         store = self._backend.event_store
         limit = store.retention.max_count + PAGE  # bounded by retention
-        while len(found) < limit:
-            page = await store.read(after, PAGE)
-            found.extend(page.events)
-            if len(page.events) < PAGE:
-                break
-            after = page.events[-1].id
-        return found
+        self._mirror_meanwhile = []
+        epoch = None
+        try:
+            while len(found) < limit:
+                page = await store.read(after, PAGE)
+                epoch = epoch or page.epoch
+                if page.epoch != epoch:
+                    return  # the log changed under the read: next query again
+                found.extend(page.events)
+                if len(page.events) < PAGE:
+                    break
+                after = page.events[-1].id
+            meanwhile = self._mirror_meanwhile or []
+            last = found[-1].id if found else None
+            found.extend(e for e in meanwhile if last is None or e.id > last)
+            self._mirror = collections.deque(found)
+            self._mirror_epoch = epoch
+        finally:
+            self._mirror_meanwhile = None
+
+    def _keep_mirror(self, epoch: str, events: list[Event]) -> None:
+        """The follower's events, into the mirror (when it is known)."""
+        if self._mirror_meanwhile is not None:
+            self._mirror_meanwhile.extend(events)
+        mirror = self._mirror
+        if mirror is None:
+            return
+        if epoch != self._mirror_epoch:
+            self._mirror = None  # another log: read it again when asked
+            return
+        last = mirror[-1].id if mirror else None
+        mirror.extend(e for e in events if last is None or e.id > last)
+        self._trim_mirror()
+
+    def _trim_mirror(self) -> None:
+        mirror = self._mirror
+        if mirror is None:
+            return
+        retention = self._backend.event_store.retention
+        while len(mirror) > retention.max_count:
+            mirror.popleft()
+        if retention.max_age is not None:
+            oldest = time.time() - retention.max_age
+            while mirror and mirror[0].timestamp < oldest:
+                mirror.popleft()
 
     def stop(self) -> None:
         """End every server subscription (the registry's stop)."""

@@ -109,12 +109,15 @@ class EventsWire(OursWire):
         types: list[str],
         since: str | None = None,
         on_event: Arrival | None = None,
+        epoch: str | None = None,
     ) -> tuple[Tracked, dict[str, Any]]:
         """``subscribe``; the subscription is tracked before its replay comes."""
         number, future = self.expect()
         args: dict[str, Any] = {"types": types}
         if since is not None:
             args["since"] = since
+        if epoch is not None:
+            args["epoch"] = epoch
         tracked = self._subscribing[number] = Tracked(on_event)
         try:
             await self.ws.send_str(

@@ -549,10 +549,12 @@ async def events_replay(
     watchers = [await _open_wire(http, node, a) for node in (a, b)]
     samples: dict[tuple[str, str], list[float]] = {}
     try:
-        fenced = [
-            (await watcher.subscribe([FENCE_TYPE], on_event=fence))[0]
+        subscribed = [
+            await watcher.subscribe([FENCE_TYPE], on_event=fence)
             for watcher, fence in zip(watchers, fences, strict=True)
         ]
+        fenced = [tracked for tracked, _ in subscribed]
+        epoch = str(subscribed[0][1]["epoch"])  # a replay needs the log's epoch
 
         async def by_wire(event_type: str, since: str) -> float:
             last = asyncio.get_running_loop().create_future()
@@ -564,7 +566,7 @@ async def events_replay(
 
             started = clock()
             tracked, result = await reader.subscribe(
-                [event_type], since=since, on_event=on_event
+                [event_type], since=since, on_event=on_event, epoch=epoch
             )
             try:
                 if result["recovered"] is not True:

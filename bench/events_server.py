@@ -242,8 +242,9 @@ def _add_event_routes(
         started = time.perf_counter()
         found = 0
         if via == "server":
+            epoch = (await registry.backend.event_store.read(None, 0)).epoch
             subscription = await events.subscribe(
-                [event_type], since=since, max_buffer=expect + CHUNK
+                [event_type], since=since, epoch=epoch, max_buffer=expect + CHUNK
             )
             try:
                 if subscription.recovered is not True:

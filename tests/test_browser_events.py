@@ -444,12 +444,16 @@ async def test_since_queries_and_payloads(tabs: list[Tab], server: Server) -> No
     assert ids_in_order([e["id"] for e in done])
     assert await writer.run("() => s.events.register([{type: 'chat/q/c'}])") is None
 
-    # a subscription from an id: the events after it, replayed
+    # a subscription from an id (and the log's epoch): the events after it,
+    # replayed
     replayed = await reader.run(
         """async (since) => {
           const seen = [];
+          const live = await s.events.subscribe(["chat/q/*"]);
+          const epoch = live.epoch;
+          await live.close();
           const sub = await s.events.subscribe(["chat/q/*"], {
-            since, onEvent: (e) => seen.push(plain(e))});
+            since, epoch, onEvent: (e) => seen.push(plain(e))});
           while (seen.length < 3) await new Promise((r) => setTimeout(r, 10));
           await sub.close();
           return {seen, recovered: sub.recovered};

@@ -16,36 +16,23 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable, Hashable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp_session
 import pytest
 import pytest_asyncio
 from aiohttp import WSCloseCode, web
-from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Error, Page
-from yarl import URL
+from playwright.async_api import Browser
 
 from aiohttp_session_ws import (
     Action,
     SessionWSRegistry,
-    add_browser_client,
-    serve_protocol,
-    session_ws_middleware,
-    session_ws_protocol,
-    setup,
 )
 from aiohttp_session_ws.backends.base import EventRetention
 from aiohttp_session_ws.events import EventPayloadJson, RegisterEvent
 
+from . import browser_pages as pages
 from .chromium import launched
-
-TIMEOUT = 5.0
-"""Seconds: bounds every wait on the server's side."""
-TIMEOUT_MS = 5_000
-"""Milliseconds: bounds every wait of playwright."""
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -75,21 +62,8 @@ def allow_open(request: web.Request, action: Action) -> bool:
     return (action.event_type or "").startswith(OPEN_PREFIXES)
 
 
-@dataclass
-class Server:
-    """The test app, running."""
-
-    url: URL
-    registry: SessionWSRegistry
-    sockets: dict[Hashable, list[web.WebSocketResponse]] = field(default_factory=dict)
-    """The protocol websockets of each session ws id, in order."""
-    refuse: bool = False
-    """Whether /live refuses upgrades (503) for now: a tab stays away."""
-
-    def session_of(self, handle: str) -> Hashable:
-        """The session ws id of the session with that public handle."""
-        [session] = {p.session_ws_id for p in self.registry.peers if p.handle == handle}
-        return session
+class Server(pages.Server):
+    """The test app, running; server code registers events too."""
 
     def socket_of(self, handle: str) -> web.WebSocketResponse:
         """The open protocol websocket of the session with that handle."""
@@ -97,8 +71,10 @@ class Server:
         return ws
 
     async def drop(self, handle: str) -> None:
-        """Close the session's connection as a server shutdown does (1001),
-        and refuse its reconnections until :attr:`refuse` is False again."""
+        """Close the session's connection as a server shutdown does (1001).
+
+        Its reconnections are refused until :attr:`refuse` is False again.
+        """
         self.refuse = True
         await self.socket_of(handle).close(code=WSCloseCode.GOING_AWAY)
 
@@ -115,34 +91,6 @@ class Server:
         return [str(e.id) for e in done]
 
 
-def make_app(server: Server) -> web.Application:
-    """Cookie sessions, the protocol at /live (kept by session), the client, a page."""
-    app = web.Application(
-        middlewares=[
-            aiohttp_session.session_middleware(aiohttp_session.SimpleCookieStorage()),
-            session_ws_middleware,
-        ]
-    )
-    setup(app, server.registry)
-    add_browser_client(app)
-
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(text=TEST_PAGE, content_type="text/html")
-
-    async def live(request: web.Request) -> web.WebSocketResponse:
-        if server.refuse:
-            raise web.HTTPServiceUnavailable()
-        context = session_ws_protocol(request)
-        async with context as ws:
-            server.sockets.setdefault(context.session_ws_id, []).append(ws)
-            await serve_protocol(request, ws)
-        return ws
-
-    app.router.add_get("/", page)
-    app.router.add_get("/live", live)
-    return app
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def browser() -> AsyncIterator[Browser]:
     """One headless Chromium for the module."""
@@ -154,42 +102,19 @@ async def browser() -> AsyncIterator[Browser]:
 async def server() -> AsyncIterator[Server]:
     """The test app on a free port."""
     registry = SessionWSRegistry(authorize=allow_open)
-    running = Server(URL(), registry)
-    test_server = TestServer(make_app(running), host="127.0.0.1")
-    await test_server.start_server()
-    running.url = test_server.make_url("/")
-    try:
+    async with pages.running(Server, registry, TEST_PAGE) as running:
+        assert isinstance(running, Server)
         yield running
-    finally:
-        await test_server.close()
 
 
-@dataclass
-class Tab:
+class Tab(pages.Tab):
     """A page of a fresh browser context: a session of its own."""
 
-    page: Page
-    errors: list[str]
-    handle: str = ""
-
-    async def run(self, script: str, arg: Any = None) -> Any:
-        """Evaluate a JavaScript function of the page, awaited (bounded)."""
-        return await asyncio.wait_for(self.page.evaluate(script, arg), TIMEOUT)
-
-    async def until(self, condition: str) -> None:
-        """Wait (bounded) until a JavaScript expression of the page is true."""
-        await self.page.wait_for_function(condition, timeout=TIMEOUT_MS)
-
-    async def connect(self) -> str:
+    async def connect(self, **options: Any) -> str:
         """Connect as ``window.s`` (reconnecting at once); return its handle."""
-        self.handle = await self.run(
-            """async () => {
-              window.s = await client.connect("/live", {
-                reconnect: true, reconnectDelay: 20, reconnectMaxDelay: 100});
-              return s.sessionId;
-            }"""
+        return await super().connect(
+            reconnect=True, reconnectDelay=20, reconnectMaxDelay=100, **options
         )
-        return self.handle
 
     async def got(self) -> list[dict[str, Any]]:
         """The events the page's subscription has read so far."""
@@ -197,33 +122,13 @@ class Tab:
         return result
 
 
-def report_to(errors: list[str]) -> Callable[[Error], None]:
-    """A ``pageerror`` listener that keeps the page's uncaught errors."""
-    return lambda error: errors.append(str(error))
-
-
 @pytest_asyncio.fixture(loop_scope="module")
 async def tabs(browser: Browser, server: Server) -> AsyncIterator[list[Tab]]:
     """Two tabs of two sessions on the test app, connected."""
-    contexts = [await browser.new_context() for _ in range(2)]
-    opened: list[Tab] = []
-    try:
-        for context in contexts:
-            context.set_default_timeout(TIMEOUT_MS)
-            page = await context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", report_to(errors))
-            await page.goto(str(server.url))
-            await page.wait_for_function("window.client !== undefined")
-            tab = Tab(page, errors)
-            await tab.connect()
-            opened.append(tab)
-        yield opened
+    async with pages.opened_tabs(browser, server, Tab) as opened:
         for tab in opened:
-            assert tab.errors == []
-    finally:
-        for context in contexts:
-            await context.close()
+            await tab.connect()
+        yield opened
 
 
 SUBSCRIBE = """async (types) => {

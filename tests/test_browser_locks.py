@@ -13,35 +13,23 @@ is bounded.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Hashable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp_session
 import pytest
 import pytest_asyncio
 from aiohttp import WSCloseCode, web
-from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Error, Page
-from yarl import URL
+from playwright.async_api import Browser
 
 from aiohttp_session_ws import (
     Action,
     SessionWSRegistry,
-    add_browser_client,
-    serve_protocol,
-    session_ws_middleware,
-    session_ws_protocol,
-    setup,
 )
 from aiohttp_session_ws.locks import LockInfo
 
+from . import browser_pages as pages
 from .chromium import launched
-
-TIMEOUT = 5.0
-"""Seconds: bounds every wait on the server's side."""
-TIMEOUT_MS = 5_000
-"""Milliseconds: bounds every wait of playwright."""
+from .waiting import until
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -69,61 +57,25 @@ def allow_docs(request: web.Request, action: Action) -> bool:
     return (action.lock or "").startswith(LOCKS_PREFIX)
 
 
-@dataclass
-class Server:
-    """The test app, running."""
-
-    url: URL
-    registry: SessionWSRegistry
-    sockets: dict[Hashable, list[web.WebSocketResponse]] = field(default_factory=dict)
-    """The protocol websockets of each session ws id, in order."""
-    refuse: bool = False
-    """Whether /live refuses upgrades (503) for now: a tab stays away."""
-
-    def session_of(self, handle: str) -> Hashable:
-        """The session ws id of the session with that public handle."""
-        [session] = {p.session_ws_id for p in self.registry.peers if p.handle == handle}
-        return session
+class Server(pages.Server):
+    """The test app, running; it inspects locks too."""
 
     async def info(self, name: str) -> LockInfo:
         return await self.registry.locks.info(name)
 
     async def until_info(self, name: str, **fields: Any) -> LockInfo:
         """Wait (bounded) until the lock's info has those fields."""
-        async with asyncio.timeout(TIMEOUT):
-            while True:
-                info = await self.info(name)
-                if all(getattr(info, k) == v for k, v in fields.items()):
-                    return info
-                await asyncio.sleep(0.01)
+        found: list[LockInfo] = []
+
+        async def seen() -> bool:
+            found[:] = [await self.info(name)]
+            return all(getattr(found[0], k) == v for k, v in fields.items())
+
+        await until(seen)
+        return found[0]
 
 
-def make_app(server: Server) -> web.Application:
-    """Cookie sessions, the protocol at /live (kept by session), the client, a page."""
-    app = web.Application(
-        middlewares=[
-            aiohttp_session.session_middleware(aiohttp_session.SimpleCookieStorage()),
-            session_ws_middleware,
-        ]
-    )
-    setup(app, server.registry)
-    add_browser_client(app)
-
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(text=TEST_PAGE, content_type="text/html")
-
-    async def live(request: web.Request) -> web.WebSocketResponse:
-        if server.refuse:
-            raise web.HTTPServiceUnavailable()
-        context = session_ws_protocol(request)
-        async with context as ws:
-            server.sockets.setdefault(context.session_ws_id, []).append(ws)
-            await serve_protocol(request, ws)
-        return ws
-
-    app.router.add_get("/", page)
-    app.router.add_get("/live", live)
-    return app
+Tab = pages.Tab
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -137,69 +89,16 @@ async def browser() -> AsyncIterator[Browser]:
 async def server() -> AsyncIterator[Server]:
     """The test app on a free port."""
     registry = SessionWSRegistry(authorize=allow_docs)
-    running = Server(URL(), registry)
-    test_server = TestServer(make_app(running), host="127.0.0.1")
-    await test_server.start_server()
-    running.url = test_server.make_url("/")
-    try:
+    async with pages.running(Server, registry, TEST_PAGE) as running:
+        assert isinstance(running, Server)
         yield running
-    finally:
-        await test_server.close()
-
-
-@dataclass
-class Tab:
-    """A page of a fresh browser context: a session of its own."""
-
-    page: Page
-    errors: list[str]
-    handle: str = ""
-
-    async def run(self, script: str, arg: Any = None) -> Any:
-        """Evaluate a JavaScript function of the page, awaited (bounded)."""
-        return await asyncio.wait_for(self.page.evaluate(script, arg), TIMEOUT)
-
-    async def until(self, condition: str) -> None:
-        """Wait (bounded) until a JavaScript expression of the page is true."""
-        await self.page.wait_for_function(condition, timeout=TIMEOUT_MS)
-
-    async def connect(self, **options: Any) -> str:
-        """Connect as ``window.s``; return the session's handle."""
-        self.handle = await self.run(
-            """async (options) => {
-              window.s = await client.connect("/live", options);
-              return s.sessionId;
-            }""",
-            options,
-        )
-        return self.handle
-
-
-def report_to(errors: list[str]) -> Callable[[Error], None]:
-    """A ``pageerror`` listener that keeps the page's uncaught errors."""
-    return lambda error: errors.append(str(error))
 
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def tabs(browser: Browser, server: Server) -> AsyncIterator[list[Tab]]:
     """Two tabs of two sessions on the test app, not connected yet."""
-    contexts = [await browser.new_context() for _ in range(2)]
-    opened: list[Tab] = []
-    try:
-        for context in contexts:
-            context.set_default_timeout(TIMEOUT_MS)
-            page = await context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", report_to(errors))
-            await page.goto(str(server.url))
-            await page.wait_for_function("window.client !== undefined")
-            opened.append(Tab(page, errors))
+    async with pages.opened_tabs(browser, server, Tab) as opened:
         yield opened
-        for tab in opened:
-            assert tab.errors == []
-    finally:
-        for context in contexts:
-            await context.close()
 
 
 TAKE = """async ([name, options]) => {

@@ -11,34 +11,22 @@ so the async tests share the module's loop. Every wait is bounded.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp_session
 import pytest
 import pytest_asyncio
 from aiohttp import web
-from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, Error, Page
-from yarl import URL
+from playwright.async_api import Browser
 
 from aiohttp_session_ws import (
     Action,
     SessionWSRegistry,
-    add_browser_client,
-    session_ws_endpoint,
-    session_ws_middleware,
-    setup,
 )
 from aiohttp_session_ws.messaging.errors import NoHandlerError, RejectedError
 
+from . import browser_pages as pages
 from .chromium import launched
-
-TIMEOUT = 5.0
-"""Seconds: bounds every wait on the server's side."""
-TIMEOUT_MS = 5_000
-"""Milliseconds: bounds every wait of playwright."""
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -63,31 +51,7 @@ def allow_but_private(request: web.Request, action: Action) -> bool:
     return not (action.path or "").startswith(FORBIDDEN_PREFIX)
 
 
-@dataclass
-class Server:
-    """The test app, running."""
-
-    url: URL
-    registry: SessionWSRegistry
-
-
-def make_app(registry: SessionWSRegistry) -> web.Application:
-    """Cookie sessions, the protocol at /live, the client, and the test page."""
-    app = web.Application(
-        middlewares=[
-            aiohttp_session.session_middleware(aiohttp_session.SimpleCookieStorage()),
-            session_ws_middleware,
-        ]
-    )
-    setup(app, registry)
-    add_browser_client(app)
-
-    async def page(request: web.Request) -> web.Response:
-        return web.Response(text=TEST_PAGE, content_type="text/html")
-
-    app.router.add_get("/", page)
-    app.router.add_get("/live", session_ws_endpoint)
-    return app
+Server = pages.Server
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -101,41 +65,12 @@ async def browser() -> AsyncIterator[Browser]:
 async def server() -> AsyncIterator[Server]:
     """The test app on a free port."""
     registry = SessionWSRegistry(authorize=allow_but_private)
-    test_server = TestServer(make_app(registry), host="127.0.0.1")
-    await test_server.start_server()
-    try:
-        yield Server(test_server.make_url("/"), registry)
-    finally:
-        await test_server.close()
+    async with pages.running(Server, registry, TEST_PAGE) as running:
+        yield running
 
 
-@dataclass
-class Tab:
+class Tab(pages.Tab):
     """A page of a fresh browser context: a session of its own."""
-
-    page: Page
-    errors: list[str]
-    handle: str = ""
-    """The session's public handle, once connected."""
-
-    async def run(self, script: str, arg: Any = None) -> Any:
-        """Evaluate a JavaScript function of the page, awaited (bounded)."""
-        return await asyncio.wait_for(self.page.evaluate(script, arg), TIMEOUT)
-
-    async def until(self, condition: str) -> None:
-        """Wait (bounded) until a JavaScript expression of the page is true."""
-        await self.page.wait_for_function(condition, timeout=TIMEOUT_MS)
-
-    async def connect(self, **options: Any) -> str:
-        """Connect as ``window.s``; return the session's handle."""
-        self.handle = await self.run(
-            """async (options) => {
-              window.s = await client.connect("/live", options);
-              return s.sessionId;
-            }""",
-            options,
-        )
-        return self.handle
 
     async def caught(self, expression: str) -> dict[str, Any]:
         """What a promise of the page gave: its value, or the error's fields."""
@@ -159,31 +94,11 @@ class Tab:
         return result
 
 
-def report_to(errors: list[str]) -> Callable[[Error], None]:
-    """A ``pageerror`` listener that keeps the page's uncaught errors."""
-    return lambda error: errors.append(str(error))
-
-
 @pytest_asyncio.fixture(loop_scope="module")
 async def tabs(browser: Browser, server: Server) -> AsyncIterator[list[Tab]]:
     """Two tabs of two sessions on the test app, not connected yet."""
-    contexts = [await browser.new_context() for _ in range(2)]
-    opened: list[Tab] = []
-    try:
-        for context in contexts:
-            context.set_default_timeout(TIMEOUT_MS)
-            page = await context.new_page()
-            errors: list[str] = []
-            page.on("pageerror", report_to(errors))
-            await page.goto(str(server.url))
-            await page.wait_for_function("window.client !== undefined")
-            opened.append(Tab(page, errors))
+    async with pages.opened_tabs(browser, server, Tab) as opened:
         yield opened
-        for tab in opened:
-            assert tab.errors == []
-    finally:
-        for context in contexts:
-            await context.close()
 
 
 REGISTER = """async () => {
